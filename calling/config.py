@@ -1,0 +1,210 @@
+"""Settings, read once from the environment (app settings in Azure) and validated as a whole.
+
+Every problem is reported at once, each naming its setting, so a deployment is fixed in one pass.
+The names are fixed: infra (Bicep) and users set them. docs/configuration.md lists each one.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+from urllib.parse import urlsplit
+
+DEFAULT_OPENID_CONFIG_URL = "https://api.aps.skype.com/v1/.well-known/OpenIdConfiguration"
+DEFAULT_GRAPH_BASE_URL = "https://graph.microsoft.com/v1.0"
+CALLBACK_PATH = "/api/calls"
+
+GraphCredentialKind = Literal["managed_identity", "certificate", "secret", "local"]
+HandoffKind = Literal["none", "inprocess"]
+
+_GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
+_CREDENTIAL_KINDS: tuple[GraphCredentialKind, ...] = ("managed_identity", "certificate", "secret", "local")
+_HANDOFF_KINDS: tuple[HandoffKind, ...] = ("none", "inprocess")
+
+
+class ConfigError(ValueError):
+    """The settings are incomplete or wrong; `problems` names each setting and what is wrong."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("invalid configuration: " + "; ".join(problems))
+
+
+def is_loopback_url(url: str) -> bool:
+    """True for http(s) URLs on this machine: the simulator and local host live there."""
+    host = urlsplit(url).hostname or ""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The bot's configuration. Build it with `Settings.from_env`."""
+
+    bot_app_id: str
+    bot_tenant_id: str
+    allowed_tenants: frozenset[str]
+    public_url: str
+    openid_config_url: str = DEFAULT_OPENID_CONFIG_URL
+    graph_base_url: str = DEFAULT_GRAPH_BASE_URL
+    graph_credential: GraphCredentialKind = "managed_identity"
+    managed_identity_client_id: str | None = None
+    certificate_path: str | None = None
+    client_secret: str | None = None
+    routing_policy_path: str | None = None
+    default_flow: str = "main"
+    max_body_bytes: int = 4 * 1024 * 1024
+    graph_retry_budget_seconds: float = 10.0
+    handoff_transport: HandoffKind = "none"
+    appinsights_connection_string: str | None = None
+
+    @property
+    def callback_uri(self) -> str:
+        """Where Graph posts this bot's notifications: the webhook's public address."""
+        return self.public_url + CALLBACK_PATH
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        problems: list[str] = []
+
+        def text(name: str, default: str | None = None) -> str | None:
+            value = env.get(name, "").strip()
+            return value or default
+
+        def guid(name: str) -> str:
+            value = text(name)
+            if value is None:
+                problems.append(f"{name} is not set (the {_GUID_MEANING[name]}, a GUID)")
+                return ""
+            if not _GUID.match(value):
+                problems.append(f"{name} must be a GUID, got {value!r}")
+            return value.lower()
+
+        def url(name: str, default: str | None, *, required: bool = False) -> str:
+            value = text(name, default)
+            if value is None:
+                if required:
+                    problems.append(f"{name} is not set (the public https base URL of this app)")
+                return ""
+            parts = urlsplit(value)
+            if parts.scheme not in ("https", "http") or not parts.netloc:
+                problems.append(f"{name} must be an absolute https URL, got {value!r}")
+            elif parts.scheme == "http" and not is_loopback_url(value):
+                problems.append(f"{name} must use https (plain http is allowed only on loopback), got {value!r}")
+            return value.rstrip("/")
+
+        def number(name: str, default: float, low: float, high: float) -> float:
+            raw = text(name)
+            if raw is None:
+                return default
+            try:
+                value = float(raw)
+            except ValueError:
+                problems.append(f"{name} must be a number, got {raw!r}")
+                return default
+            if not low <= value <= high:
+                problems.append(f"{name} must be between {low:g} and {high:g}, got {raw!r}")
+            return value
+
+        app_id = guid("BOT_APP_ID")
+        tenant_id = guid("BOT_TENANT_ID")
+        allowed = frozenset(t.strip().lower() for t in (text("BOT_ALLOWED_TENANTS") or "").split(",") if t.strip())
+        for tenant in sorted(allowed):
+            if not _GUID.match(tenant):
+                problems.append(f"BOT_ALLOWED_TENANTS must be a comma-separated list of GUIDs, got {tenant!r}")
+        public_url = url("BOT_PUBLIC_URL", None, required=True)
+        openid = url("CALLING_OPENID_CONFIG_URL", DEFAULT_OPENID_CONFIG_URL)
+        graph = url("GRAPH_BASE_URL", DEFAULT_GRAPH_BASE_URL)
+
+        mi_client_id = text("BOT_MANAGED_IDENTITY_CLIENT_ID")
+        cert = text("BOT_CERTIFICATE_PATH")
+        secret = text("BOT_CLIENT_SECRET")
+        credential = _credential_kind(text("GRAPH_CREDENTIAL"), mi_client_id, cert, secret, graph, problems)
+        if credential == "certificate" and cert and not Path(cert).is_file():
+            problems.append(f"BOT_CERTIFICATE_PATH {cert!r} is not a readable file (PEM with the private key)")
+
+        raw_handoff = text("MEDIA_HANDOFF_TRANSPORT", "none")
+        handoff: HandoffKind = "none"
+        if raw_handoff in _HANDOFF_KINDS:
+            handoff = _HANDOFF_KINDS[_HANDOFF_KINDS.index(raw_handoff)]
+        else:
+            problems.append(f"MEDIA_HANDOFF_TRANSPORT must be one of {', '.join(_HANDOFF_KINDS)}, got {raw_handoff!r}")
+
+        routing = text("ROUTING_POLICY_PATH")
+        if routing and not Path(routing).is_file():
+            problems.append(f"ROUTING_POLICY_PATH {routing!r} is not a file")
+
+        max_body = number("WEBHOOK_MAX_BODY_BYTES", 4 * 1024 * 1024, 1024, 64 * 1024 * 1024)
+        budget = number("GRAPH_RETRY_BUDGET_SECONDS", 10.0, 0, 60)
+
+        if problems:
+            raise ConfigError(problems)
+        return cls(
+            bot_app_id=app_id,
+            bot_tenant_id=tenant_id,
+            allowed_tenants=allowed or frozenset({tenant_id}),
+            public_url=public_url,
+            openid_config_url=openid,
+            graph_base_url=graph,
+            graph_credential=credential,
+            managed_identity_client_id=mi_client_id,
+            certificate_path=cert,
+            client_secret=secret,
+            routing_policy_path=routing,
+            default_flow=text("DEFAULT_FLOW", "main") or "main",
+            max_body_bytes=int(max_body),
+            graph_retry_budget_seconds=budget,
+            handoff_transport=handoff,
+            appinsights_connection_string=text("APPLICATIONINSIGHTS_CONNECTION_STRING"),
+        )
+
+
+_GUID_MEANING = {
+    "BOT_APP_ID": "bot's Entra application (client) id",
+    "BOT_TENANT_ID": "Entra tenant id the bot belongs to",
+}
+
+
+def _credential_kind(
+    explicit: str | None,
+    mi_client_id: str | None,
+    cert: str | None,
+    secret: str | None,
+    graph_base_url: str,
+    problems: list[str],
+) -> GraphCredentialKind:
+    """Pick how the bot gets Graph tokens: explicit GRAPH_CREDENTIAL, else inferred from what is set."""
+    if explicit is not None:
+        if explicit not in _CREDENTIAL_KINDS:
+            problems.append(f"GRAPH_CREDENTIAL must be one of {', '.join(_CREDENTIAL_KINDS)}, got {explicit!r}")
+            return "managed_identity"
+        kind = _CREDENTIAL_KINDS[_CREDENTIAL_KINDS.index(explicit)]
+    elif mi_client_id:
+        kind = "managed_identity"
+    elif cert:
+        kind = "certificate"
+    elif secret:
+        kind = "secret"
+    elif is_loopback_url(graph_base_url):
+        kind = "local"
+    else:
+        problems.append(
+            "no Graph credential: set BOT_MANAGED_IDENTITY_CLIENT_ID (Azure, federated credential), "
+            "or BOT_CERTIFICATE_PATH / BOT_CLIENT_SECRET (development)"
+        )
+        return "managed_identity"
+    needs = {"managed_identity": ("BOT_MANAGED_IDENTITY_CLIENT_ID", mi_client_id),
+             "certificate": ("BOT_CERTIFICATE_PATH", cert), "secret": ("BOT_CLIENT_SECRET", secret)}
+    if kind in needs and not needs[kind][1]:
+        problems.append(f"GRAPH_CREDENTIAL={kind} needs {needs[kind][0]}")
+    if kind == "local" and not is_loopback_url(graph_base_url):
+        problems.append("GRAPH_CREDENTIAL=local is only for a GRAPH_BASE_URL on loopback (the simulator)")
+    return kind

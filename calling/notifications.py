@@ -1,0 +1,275 @@
+"""Graph's commsNotifications envelope into an ordered list of typed call events.
+
+Shapes follow docs/graph notes (batches; `resourceUrl` or the legacy `resource`; one entity or a list in
+`resourceData`; changeType and values in any case). Anything the envelope does not promise is
+tolerated; anything it does promise and is missing is a NotificationError with a reason (400).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from calling.events import (
+    TONE_KEYS,
+    CallEvent,
+    CallStateChanged,
+    ContentSharingUpdated,
+    IncomingCall,
+    OperationCompleted,
+    ParticipantJoining,
+    ParticipantState,
+    ParticipantsUpdated,
+    ResultInfo,
+    ToneReceived,
+    UnknownEvent,
+)
+from calling.identities import parse_identity_set
+
+_CALL_ID = re.compile(r"/(?:communications|app)/calls/([^/?#]+)", re.IGNORECASE)
+_OPERATION = re.compile(r"/operations/([^/?#]+)", re.IGNORECASE)
+# Keys only the old (BotBuilder / Skype) calling format has at its top level.
+_LEGACY_KEYS = frozenset({"callState", "conversationResult", "appState", "presentedModalityTypes", "links"})
+# Graph's spellings; a value that matches one case-insensitively ("Terminated") is normalised to it,
+# any other value is kept exactly as sent.
+_STATES = {s.lower(): s for s in (
+    "incoming", "establishing", "ringing", "established", "hold", "transferring", "transferAccepted",
+    "redirecting", "terminating", "terminated", "unknownFutureValue")}
+_STATUSES = {s.lower(): s for s in ("notStarted", "running", "completed", "failed")}
+
+
+class NotificationError(ValueError):
+    """The body is not a commsNotifications envelope; the message says why (the webhook answers 400)."""
+
+
+class LegacyNotificationError(NotificationError):
+    """The body is in the old calling format. Answering 204 makes the platform resend it in Graph format."""
+
+
+def parse_body(body: bytes) -> list[CallEvent]:
+    """Parse a webhook POST body. Events come out in the order Graph put them in the batch."""
+    try:
+        payload = json.loads(body)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise NotificationError(f"body is not JSON: {exc}") from None
+    return parse_envelope(payload)
+
+
+def parse_envelope(payload: Any) -> list[CallEvent]:
+    if not isinstance(payload, Mapping):
+        raise NotificationError("body must be a JSON object (a commsNotifications envelope)")
+    if "value" not in payload:
+        if _LEGACY_KEYS & payload.keys():
+            raise LegacyNotificationError("legacy calling notification format")
+        raise NotificationError("envelope has no 'value' list of notifications")
+    items = payload["value"]
+    if not isinstance(items, list):
+        raise NotificationError("'value' must be a list of notifications")
+    events: list[CallEvent] = []
+    for index, item in enumerate(items):
+        events.extend(parse_notification(item, where=f"value[{index}]"))
+    return events
+
+
+def parse_notification(item: Any, *, where: str = "notification") -> list[CallEvent]:
+    """One commsNotification into its events (a call update with a keypress and a state gives two)."""
+    if not isinstance(item, Mapping):
+        raise NotificationError(f"{where} must be an object")
+    change = item.get("changeType")
+    if not isinstance(change, str) or not change:
+        raise NotificationError(f"{where}.changeType must be a non-empty string")
+    url = item.get("resourceUrl") or item.get("resource")
+    if not isinstance(url, str) or not url:
+        raise NotificationError(f"{where} has neither resourceUrl nor resource")
+    data = item.get("resourceData")
+    if data is not None and not isinstance(data, Mapping | list):
+        raise NotificationError(f"{where}.resourceData must be an object or a list")
+    if isinstance(data, list) and not all(isinstance(e, Mapping) for e in data):
+        raise NotificationError(f"{where}.resourceData list must hold objects")
+
+    change = change.lower()
+    call_id = _call_id(url, data)
+    if call_id is None:
+        raise NotificationError(f"{where}: cannot tell the call id from resourceUrl {url!r}")
+    base: dict[str, Any] = {"call_id": call_id, "change_type": change, "resource_url": url, "raw": item}
+    lowered = url.lower()
+
+    if isinstance(data, list):
+        if lowered.rstrip("/").endswith("/participants"):
+            return [ParticipantsUpdated(**base, participants=tuple(parse_participant(p) for p in data))]
+        if "/contentsharingsessions" in lowered:
+            return [ContentSharingUpdated(**base, session_ids=tuple(str(s.get("id", "")) for s in data))]
+        return [UnknownEvent(**base, resource_type=_odata_type(data[0]) if data else None)]
+
+    entity: Mapping[str, Any] = data or {}
+    kind = _odata_type(entity) or ""
+    if kind == "call" or (not kind and _CALL_ID.search(url) and lowered.rstrip("/").endswith(call_id.lower())):
+        return _call_events(base, change, entity)
+    if kind.endswith("operation") or "/operations/" in lowered:
+        return [_operation(base, entity, url)]
+    if kind == "participantjoiningnotification":
+        joining = entity.get("call")
+        return [ParticipantJoining(**base, joining_call=joining if isinstance(joining, Mapping) else {})]
+    if kind == "participant":
+        return [ParticipantsUpdated(**base, participants=(parse_participant(entity),))]
+    if kind == "contentsharingsession" or "/contentsharingsessions" in lowered:
+        return [ContentSharingUpdated(**base, session_ids=(str(entity.get("id", "")),))]
+    return [UnknownEvent(**base, resource_type=_odata_type(entity))]
+
+
+def _call_events(base: dict[str, Any], change: str, call: Mapping[str, Any]) -> list[CallEvent]:
+    state = _canonical(call.get("state"), _STATES)
+    if change == "created" and state in (None, "incoming"):
+        return [_incoming(base, call)]
+    events: list[CallEvent] = []
+    tone = call.get("toneInfo")
+    if isinstance(tone, Mapping) and tone.get("tone") is not None:
+        raw_tone = str(tone["tone"])
+        events.append(ToneReceived(
+            **base,
+            tone=raw_tone,
+            key=TONE_KEYS.get(raw_tone.lower(), raw_tone),
+            sequence_id=_int(tone.get("sequenceId")),
+            state=state,
+        ))
+        if state == "established":
+            return events  # a keypress on an established call is not a state change
+    if state is None and change == "deleted":
+        state = "terminated"
+    if state is None and not events:
+        # An update that carries neither a state nor a tone (a changed property we do not type).
+        return [UnknownEvent(**base, resource_type="call")]
+    if state is not None:
+        media = call.get("mediaState")
+        events.append(CallStateChanged(
+            **base,
+            state=state,
+            media_state={str(k): str(v) for k, v in media.items() if not str(k).startswith("@")}
+            if isinstance(media, Mapping) else {},
+            result_info=_result_info(call.get("resultInfo")),
+            termination_reason=_str(call.get("terminationReason")),
+        ))
+    return events
+
+
+def _incoming(base: dict[str, Any], call: Mapping[str, Any]) -> IncomingCall:
+    source = call.get("source") if isinstance(call.get("source"), Mapping) else {}
+    assert isinstance(source, Mapping)
+    targets = call.get("targets") if isinstance(call.get("targets"), list) else []
+    assert isinstance(targets, list)
+    metadata = call.get("applicationMetadata")
+    bot_data = metadata.get("botData") if isinstance(metadata, Mapping) else None
+    modalities = call.get("requestedModalities")
+    return IncomingCall(
+        **base,
+        source=parse_identity_set(source.get("identity")),
+        targets=tuple(parse_identity_set(t.get("identity")) for t in targets if isinstance(t, Mapping)),
+        tenant_id=_str(call.get("tenantId")),
+        direction=_str(call.get("direction")),
+        callback_uri=_str(call.get("callbackUri")),
+        call_chain_id=_str(call.get("callChainId")),
+        my_participant_id=_str(call.get("myParticipantId")),
+        source_participant_id=_str(source.get("id")),
+        requested_modalities=tuple(str(m) for m in modalities) if isinstance(modalities, list) else (),
+        chat_info=_mapping(call.get("chatInfo")),
+        meeting_info=_mapping(call.get("meetingInfo")),
+        incoming_context=_mapping(call.get("incomingContext")),
+        bot_data=_mapping(bot_data),
+    )
+
+
+def _operation(base: dict[str, Any], op: Mapping[str, Any], url: str) -> OperationCompleted:
+    name = _odata_name(op) or "operation"
+    match = _OPERATION.search(url)
+    return OperationCompleted(
+        **base,
+        operation_id=_str(op.get("id")) or (match.group(1) if match else None),
+        operation_type=name[: -len("Operation")] if name.endswith("Operation") else name,
+        status=_canonical(op.get("status"), _STATUSES),
+        client_context=_str(op.get("clientContext")),
+        result_info=_result_info(op.get("resultInfo")),
+        completion_reason=_str(op.get("completionReason")),
+        recording_location=_str(op.get("recordingLocation")) or None,
+        recording_access_token=_str(op.get("recordingAccessToken")) or None,
+    )
+
+
+def parse_participant(p: Mapping[str, Any]) -> ParticipantState:
+    """One roster entry (a participant resource)."""
+    info = p.get("info") if isinstance(p.get("info"), Mapping) else {}
+    assert isinstance(info, Mapping)
+    recording = p.get("recordingInfo") if isinstance(p.get("recordingInfo"), Mapping) else {}
+    assert isinstance(recording, Mapping)
+    return ParticipantState(
+        participant_id=_str(p.get("id")),
+        party=parse_identity_set(info.get("identity")),
+        is_muted=p.get("isMuted") if isinstance(p.get("isMuted"), bool) else None,
+        is_in_lobby=p.get("isInLobby") if isinstance(p.get("isInLobby"), bool) else None,
+        recording_status=_str(recording.get("recordingStatus")),
+        raw=p,
+    )
+
+
+def parse_result_info(value: Any) -> ResultInfo | None:
+    """resultInfo with code/subcode as numbers or strings, spelt `subcode` or `subCode`."""
+    return _result_info(value)
+
+
+def _result_info(value: Any) -> ResultInfo | None:
+    if not isinstance(value, Mapping):
+        return None
+    sub = value.get("subcode", value.get("subCode"))
+    return ResultInfo(code=_int(value.get("code")), subcode=_int(sub), message=_str(value.get("message")))
+
+
+def _call_id(url: str, data: Any) -> str | None:
+    match = _CALL_ID.search(url)
+    if match:
+        return match.group(1)
+    if isinstance(data, Mapping) and _odata_type(data) == "call" and data.get("id"):
+        return str(data["id"])
+    return None
+
+
+def _odata_name(entity: Mapping[str, Any]) -> str | None:
+    """`#microsoft.graph.playPromptOperation` -> `playPromptOperation`."""
+    kind = entity.get("@odata.type")
+    if not isinstance(kind, str) or not kind:
+        return None
+    return kind.rsplit(".", 1)[-1].lstrip("#")
+
+
+def _odata_type(entity: Mapping[str, Any]) -> str | None:
+    """The type name lower-cased, for dispatch that ignores case."""
+    name = _odata_name(entity)
+    return name.lower() if name else None
+
+
+def _canonical(value: Any, known: Mapping[str, str]) -> str | None:
+    if value is None:
+        return None
+    text = str(value)
+    return known.get(text.lower(), text)
+
+
+def _int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str):
+        try:
+            return int(value.strip())
+        except ValueError:
+            return None
+    return None
+
+
+def _str(value: Any) -> str | None:
+    return None if value is None else str(value)
+
+
+def _mapping(value: Any) -> Mapping[str, Any] | None:
+    return value if isinstance(value, Mapping) else None

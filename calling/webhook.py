@@ -1,0 +1,261 @@
+"""The notification webhook, without any web framework: size -> authenticate -> parse -> decide -> act.
+
+Incoming calls are decided and acted on inside the request (Graph wants the answer within 15 s, 5 s for
+policy recording; a queue hop or an idle Durable backend could not promise that). Every later event of
+a call goes, in order, to one boundary: a `CallEventSink`, which the Functions adapter implements by
+raising an event on the call's orchestration. The HTTP adapter in functions/ only translates.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from calling import telemetry
+from calling.auth import AuthError, Caller, NotificationAuthenticator
+from calling.config import Settings
+from calling.errors import GraphError
+from calling.events import CallEvent, CallStateChanged, IncomingCall, ParticipantJoining
+from calling.graph import CallControl, Prompt, ServiceHostedMedia
+from calling.handoff import HandoffMessage, HandoffTransport, deadline_for
+from calling.identities import Party
+from calling.notifications import LegacyNotificationError, NotificationError, parse_body
+from calling.routing import Answer, Decision, HandOff, Redirect, Reject, Router
+
+log = logging.getLogger("calling.webhook")
+
+# The external event name a call's orchestration waits for; its data is {"notifications": [...]}.
+NOTIFICATION_EVENT = "graph_notification"
+SAFETY_MARGIN_SECONDS = 1.0  # leave Graph this much of the deadline for the request itself
+
+
+@dataclass(frozen=True)
+class WebhookResponse:
+    status: int
+    body: Mapping[str, Any] | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+
+    def content(self) -> bytes:
+        return json.dumps(self.body).encode() if self.body is not None else b""
+
+
+class CallEventSink(Protocol):
+    """Where a call's later notifications go. Returns False when no one runs that call (logged, dropped)."""
+
+    async def deliver(self, call_id: str, notifications: list[Mapping[str, Any]]) -> bool: ...
+
+
+class CallControlSource(Protocol):
+    def for_tenant(self, tenant_id: str | None = None) -> CallControl: ...
+
+
+class RecentCalls:
+    """Call ids this process has acted on lately: a duplicated incoming notification is acted on once.
+
+    Per process and bounded; a duplicate that reaches another instance is answered there too and Graph
+    refuses the second answer (the error is logged), so correctness never depends on this cache.
+    """
+
+    def __init__(self, ttl: float = 600.0, capacity: int = 10_000,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._ttl = ttl
+        self._capacity = capacity
+        self._clock = clock
+        self._seen: OrderedDict[str, float] = OrderedDict()
+
+    def first_time(self, call_id: str) -> bool:
+        now = self._clock()
+        while self._seen and (len(self._seen) >= self._capacity or next(iter(self._seen.values())) < now - self._ttl):
+            self._seen.popitem(last=False)
+        if call_id in self._seen:
+            return False
+        self._seen[call_id] = now
+        return True
+
+
+class Webhook:
+    def __init__(
+        self,
+        *,
+        settings: Settings,
+        authenticator: NotificationAuthenticator,
+        router: Router,
+        calls: CallControlSource,
+        handoff: HandoffTransport | None = None,
+        prefetch: Callable[[str], Sequence[Prompt]] = lambda flow: (),
+        clock: Callable[[], float] = time.monotonic,
+        now: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self._settings = settings
+        self._auth = authenticator
+        self._router = router
+        self._calls = calls
+        self._handoff = handoff
+        self._prefetch = prefetch
+        self._clock = clock
+        self._now = now
+        self._recent = RecentCalls(clock=clock)
+
+    async def handle(self, headers: Mapping[str, str], body: bytes, sink: CallEventSink | None = None
+                     ) -> WebhookResponse:
+        received = self._clock()
+        received_at = self._now()
+        h = {k.lower(): v for k, v in headers.items()}
+        with telemetry.correlation(scenario_id=h.get("scenario-id"), chain_id=h.get("x-microsoft-skype-chain-id")), \
+                telemetry.tracer.start_as_current_span("calls.notification") as span:
+            response = await self._handle(h, body, sink, received, received_at)
+            span.set_attribute("http.response.status_code", response.status)
+            return response
+
+    async def _handle(self, h: Mapping[str, str], body: bytes, sink: CallEventSink | None,
+                      received: float, received_at: datetime) -> WebhookResponse:
+        limit = self._settings.max_body_bytes
+        declared = h.get("content-length", "")
+        if (declared.isdigit() and int(declared) > limit) or len(body) > limit:
+            return _error(413, "payload_too_large", f"body exceeds {limit} bytes")
+        try:
+            caller = await self._auth.authenticate(h.get("authorization"))
+        except AuthError as exc:
+            log.warning("notification refused: %s", exc.reason)
+            kind = {401: "unauthorized", 403: "forbidden"}.get(exc.status, "unavailable")
+            return _error(exc.status, kind, exc.reason)
+        with telemetry.correlation(tenant_id=caller.tenant_id):
+            try:
+                events = parse_body(body)
+            except LegacyNotificationError:
+                log.info("legacy-format notification: answering 204 so it is re-sent in Graph format")
+                return WebhookResponse(204)
+            except NotificationError as exc:
+                log.warning("malformed notification: %s", exc)
+                return _error(400, "bad_request", str(exc))
+            return await self._dispatch(events, caller, sink, received, received_at)
+
+    async def _dispatch(self, events: list[CallEvent], caller: Caller, sink: CallEventSink | None,
+                        received: float, received_at: datetime) -> WebhookResponse:
+        later: OrderedDict[str, list[Mapping[str, Any]]] = OrderedDict()
+        joining: dict[str, Any] | None = None
+        for event in events:
+            with telemetry.correlation(call_id=event.call_id):
+                if isinstance(event, IncomingCall):
+                    await self._incoming(event, caller, received, received_at)
+                    continue
+                if isinstance(event, ParticipantJoining):
+                    joining = self._joining_response(event)
+                    continue
+                if isinstance(event, CallStateChanged) and event.is_terminated:
+                    ri = event.result_info
+                    telemetry.emit("call.terminated", code=ri.code if ri else None,
+                                   subcode=ri.subcode if ri else None, message=ri.message if ri else None,
+                                   termination_reason=event.termination_reason)
+                batch = later.setdefault(event.call_id, [])
+                if not batch or batch[-1] is not event.raw:
+                    batch.append(event.raw)
+        for call_id, notifications in later.items():
+            with telemetry.correlation(call_id=call_id):
+                await self._deliver(sink, call_id, notifications)
+        if joining is not None:
+            return WebhookResponse(200, joining)
+        return WebhookResponse(202, {"status": "accepted", "events": len(events)})
+
+    async def _deliver(self, sink: CallEventSink | None, call_id: str,
+                       notifications: list[Mapping[str, Any]]) -> None:
+        if sink is None:
+            log.info("no event sink: %d notification(s) for the call dropped", len(notifications))
+            return
+        try:
+            delivered = await sink.deliver(call_id, notifications)
+        except Exception:  # a sink failure must not turn into a 500: Graph does not resend notifications
+            log.exception("delivering %d notification(s) failed", len(notifications))
+            return
+        if not delivered:
+            log.info("no orchestration runs this call: %d notification(s) logged and dropped", len(notifications))
+
+    async def _incoming(self, call: IncomingCall, caller: Caller, received: float, received_at: datetime) -> None:
+        if not self._recent.first_time(call.call_id):
+            log.info("duplicate incoming-call notification ignored")
+            return
+        if call.tenant_id and call.tenant_id.lower() != caller.tenant_id:
+            log.warning("call tenant %s differs from the token's; acting for the token's tenant", call.tenant_id)
+        telemetry.emit("call.incoming", caller_kind=call.source.kind, caller=mask(call.source),
+                       target_kind=call.targets[0].kind if call.targets else None,
+                       policy_recording=call.is_policy_recording or None)
+        decision = self._router.decide(call)
+        window = 5.0 if call.is_policy_recording else 15.0
+        deadline = received + window - SAFETY_MARGIN_SECONDS
+        control = self._calls.for_tenant(caller.tenant_id)
+        try:
+            handed_off = await self._act(call, decision, control, caller, deadline, received_at)
+        except GraphError as exc:
+            log.error("acting on the incoming call failed: %s", exc)
+            telemetry.emit("call.action_failed", action=exc.action, rule=decision.rule, status=exc.status,
+                           code=exc.code, request_id=exc.request_id, client_request_id=exc.client_request_id)
+            return
+        latency_ms = round((self._clock() - received) * 1000, 1)
+        if isinstance(decision, Answer):
+            telemetry.emit("call.answered", flow=decision.flow, rule=decision.rule, latency_ms=latency_ms)
+        elif isinstance(decision, Reject):
+            telemetry.emit("call.rejected", reason=decision.reason, rule=decision.rule, latency_ms=latency_ms)
+        elif isinstance(decision, Redirect):
+            telemetry.emit("call.redirected", targets=len(decision.targets), timeout=decision.timeout,
+                           rule=decision.rule, latency_ms=latency_ms)
+        elif isinstance(decision, HandOff) and handed_off:
+            telemetry.emit("call.handed_off", reason=decision.reason, rule=decision.rule, latency_ms=latency_ms)
+
+    async def _act(self, call: IncomingCall, decision: Decision, control: CallControl, caller: Caller,
+                   deadline: float, received_at: datetime) -> bool:
+        """Perform the decision; True when the call was handed off to media."""
+        if isinstance(decision, Answer):
+            media = ServiceHostedMedia(prefetch=tuple(self._prefetch(decision.flow)))
+            await control.answer(call.call_id, media=media, deadline=deadline)
+        elif isinstance(decision, Reject):
+            await control.reject(call.call_id, reason=decision.reason, deadline=deadline)  # type: ignore[arg-type]
+        elif isinstance(decision, Redirect):
+            await control.redirect(call.call_id, decision.targets, timeout=decision.timeout, deadline=deadline)
+        elif isinstance(decision, HandOff):
+            return await self._hand_off(call, decision, control, caller, deadline, received_at)
+        return False
+
+    async def _hand_off(self, call: IncomingCall, decision: HandOff, control: CallControl, caller: Caller,
+                        deadline: float, received_at: datetime) -> bool:
+        if self._handoff is None:
+            log.error("the policy hands this call to app-hosted media, but MEDIA_HANDOFF_TRANSPORT is none: "
+                      "rejecting it")
+            telemetry.emit("call.handoff_unavailable", reason=decision.reason, rule=decision.rule)
+            await control.reject(call.call_id, reason="busy", deadline=deadline)
+            telemetry.emit("call.rejected", reason="busy", rule=decision.rule)
+            return False
+        ids = telemetry.current_correlation()
+        message = HandoffMessage(
+            call_id=call.call_id,
+            tenant_id=caller.tenant_id,
+            notification=call.raw,
+            decision={"action": "handoff", "reason": decision.reason, "rule": decision.rule},
+            deadline=deadline_for(received_at, policy_recording=call.is_policy_recording),
+            received_at=received_at,
+            scenario_id=ids.get("scenario_id"),
+            chain_id=ids.get("chain_id"),
+        )
+        await self._handoff.send(message)
+        return True
+
+    def _joining_response(self, event: ParticipantJoining) -> dict[str, Any]:
+        """A recording-group join reaching this app: re-send it as a new incoming call, which routes to media."""
+        telemetry.emit("call.participant_joining", action="invite_new_bot")
+        return {"@odata.type": "#microsoft.graph.inviteNewBotResponse", "inviteUri": self._settings.callback_uri}
+
+
+def mask(party: Party) -> str | None:
+    """A caller for telemetry: phone numbers keep the country and area part only (PII)."""
+    if party.kind == "phone" and party.id:
+        return party.id[:-4] + "****" if len(party.id) > 6 else "****"
+    return party.id
+
+
+def _error(status: int, kind: str, reason: str) -> WebhookResponse:
+    return WebhookResponse(status, {"error": kind, "reason": reason})

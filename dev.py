@@ -1,0 +1,115 @@
+#!/usr/bin/env python3
+"""Project tasks that work on a fresh machine with only Python 3.11+, Node.js and git.
+
+    python3 dev.py test     set up .venv (first run or when dependencies change), then lint, type-check, test
+    python3 dev.py bench    set up, then run the benchmarks in bench/
+    python3 dev.py lock     regenerate requirements.txt from pyproject.toml's runtime dependencies
+
+Standard library only: this file runs before anything is installed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import tempfile
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+STAMP = VENV / ".installed"
+BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
+PY = BIN / ("python.exe" if os.name == "nt" else "python")
+
+
+def say(message: str) -> None:
+    print(f"==> {message}", flush=True)
+
+
+def run(*args: str | Path, check: bool = True) -> int:
+    code = subprocess.call([str(a) for a in args], cwd=ROOT)
+    if check and code != 0:
+        sys.exit(code)
+    return code
+
+
+def _inputs_digest() -> str:
+    digest = hashlib.sha256()
+    for name in ("pyproject.toml", "requirements.txt"):
+        digest.update((ROOT / name).read_bytes())
+    return digest.hexdigest()
+
+
+def setup() -> None:
+    """Create .venv and install the package with its dev tools, pinned, only when inputs changed."""
+    if sys.version_info < (3, 11):
+        sys.exit(f"Python 3.11 or newer is needed; this is {sys.version.split()[0]}.")
+    if not PY.exists():
+        say(f"creating {VENV.name}/")
+        venv.EnvBuilder(with_pip=True).create(VENV)
+    wanted = _inputs_digest()
+    if STAMP.exists() and STAMP.read_text() == wanted:
+        return
+    say("installing pinned dependencies (first run or dependencies changed)")
+    run(PY, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--upgrade", "pip")
+    run(PY, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+        "-c", "requirements.txt", "-e", ".[dev]")
+    STAMP.write_text(wanted)
+
+
+def test(extra: list[str]) -> int:
+    setup()
+    say("ruff (lint)")
+    lint = run(BIN / "ruff", "check", ".", check=False)
+    say("mypy (types: calling/, functions/, function_app.py)")
+    types = run(BIN / "mypy", check=False)
+    say("pytest")
+    tests = run(PY, "-m", "pytest", *extra, check=False)
+    failed = [name for name, code in (("ruff", lint), ("mypy", types), ("pytest", tests)) if code]
+    if failed:
+        say("FAILED: " + ", ".join(failed))
+        return 1
+    say("all checks passed")
+    return 0
+
+
+def bench(extra: list[str]) -> int:
+    setup()
+    return run(PY, "-m", "bench", *extra, check=False)
+
+
+def lock() -> int:
+    """Resolve pyproject's runtime dependencies in a clean venv and write requirements.txt."""
+    import tomllib
+
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    with tempfile.TemporaryDirectory() as tmp:
+        venv.EnvBuilder(with_pip=True).create(tmp)
+        tpy = Path(tmp) / ("Scripts" if os.name == "nt" else "bin") / "python"
+        subprocess.check_call([str(tpy), "-m", "pip", "install", "--quiet", *deps])
+        frozen = subprocess.check_output([str(tpy), "-m", "pip", "freeze"], text=True)
+    header = (
+        "# The Functions deployment installs exactly this (Azure runs pip install -r requirements.txt).\n"
+        "# Direct dependencies are pinned in pyproject.toml; this file locks them with everything they pull in.\n"
+        "# Regenerate: python3 dev.py lock\n"
+    )
+    (ROOT / "requirements.txt").write_text(header + frozen)
+    say("requirements.txt written")
+    return 0
+
+
+def main(argv: list[str]) -> int:
+    commands = {"test": test, "bench": bench}
+    if not argv or argv[0] not in (*commands, "lock"):
+        print(__doc__)
+        return 2
+    if argv[0] == "lock":
+        return lock()
+    return commands[argv[0]](argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

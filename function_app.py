@@ -1,0 +1,12 @@
+"""The Azure Functions app (Python v2 programming model): one DFApp, one blueprint per concern.
+
+Kept import-light: the Functions host imports this on every cold start, before the first notification.
+"""
+
+import azure.durable_functions as df
+import azure.functions as func
+
+from functions.calls import bp as calls_bp
+
+app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
+app.register_functions(calls_bp)

@@ -1,0 +1,1 @@
+"""Azure Functions adapters: thin translations between the Functions runtime and calling/."""

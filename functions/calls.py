@@ -1,0 +1,60 @@
+"""POST /api/calls: the calling webhook Graph posts every notification to.
+
+Thin by design: read the request, hand it to calling.webhook.Webhook, write its answer. Later events of
+a call are raised on the call's orchestration (instance id = call id) through the Durable client.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+import azure.durable_functions as df
+import azure.functions as func
+
+from calling.webhook import NOTIFICATION_EVENT
+from functions import runtime
+
+bp = df.Blueprint()
+log = logging.getLogger("functions.calls")
+
+
+class DurableEventSink:
+    """Raises a call's notifications as one external event on its orchestration (instance id = call id)."""
+
+    def __init__(self, client: df.DurableOrchestrationClient) -> None:
+        self._client = client
+
+    async def deliver(self, call_id: str, notifications: list[Mapping[str, Any]]) -> bool:
+        try:
+            await self._client.raise_event(call_id, NOTIFICATION_EVENT, {"notifications": notifications})
+        except Exception as exc:
+            # The Durable client reports a missing (404) or finished (410) instance as a bare Exception.
+            text = str(exc)
+            if "No instance with ID" in text or "is gone" in text:
+                return False
+            raise
+        return True
+
+
+@bp.route(route="calls", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@bp.durable_client_input(client_name="client")
+async def calls(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    try:
+        app = runtime.get()
+    except runtime.NotConfigured:
+        return _json(503, {"error": "not_configured", "reason": "the bot's settings are incomplete; see the logs"})
+    try:
+        result = await app.webhook.handle(dict(req.headers), req.get_body(), DurableEventSink(client))
+    except Exception:  # the last line of defence: log it, answer JSON, never a traceback to the caller
+        log.exception("the webhook failed unexpectedly")
+        return _json(500, {"error": "internal", "reason": "unexpected error; see the logs"})
+    return func.HttpResponse(body=result.content() or None, status_code=result.status,
+                             mimetype="application/json" if result.body is not None else None,
+                             headers=dict(result.headers))
+
+
+def _json(status: int, body: dict[str, str]) -> func.HttpResponse:
+    return func.HttpResponse(json.dumps(body), status_code=status, mimetype="application/json")

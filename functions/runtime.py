@@ -1,0 +1,82 @@
+"""The process-wide objects the triggers share, built once from the settings.
+
+Built on first use rather than at import, so a missing setting does not stop the Functions host from
+indexing the app: the problem is logged once with every setting named, and the webhook answers 503.
+Singletons matter here: the signing-key cache, the Graph token caches and connection pools must
+survive across invocations, or every notification would pay for them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from calling import telemetry
+from calling.auth import NotificationAuthenticator, SigningKeys
+from calling.config import ConfigError, Settings
+from calling.graphclient import CallControls
+from calling.handoff import HandoffTransport, InProcessTransport
+from calling.routing import Router, default_policy, load_policy
+from calling.webhook import Webhook
+from calling.yamlsource import SourceErrors
+
+log = logging.getLogger("functions.runtime")
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    webhook: Webhook
+    calls: CallControls
+    handoff: HandoffTransport | None
+
+
+class NotConfigured(Exception):
+    """The app cannot run with these settings; `reason` names each setting at fault."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
+
+
+_runtime: Runtime | None = None
+_failure: str | None = None
+
+
+def build(env: Mapping[str, str]) -> Runtime:
+    settings = Settings.from_env(env)
+    telemetry.configure(settings.appinsights_connection_string)
+    keys = SigningKeys(settings.openid_config_url)
+    authenticator = NotificationAuthenticator(app_id=settings.bot_app_id, allowed_tenants=settings.allowed_tenants,
+                                              keys=keys)
+    policy = (load_policy(settings.routing_policy_path, default_flow=settings.default_flow)
+              if settings.routing_policy_path else default_policy(settings.default_flow))
+    calls = CallControls(settings)
+    handoff: HandoffTransport | None = InProcessTransport() if settings.handoff_transport == "inprocess" else None
+    router = Router(policy, bot_app_id=settings.bot_app_id)
+    webhook = Webhook(settings=settings, authenticator=authenticator, router=router, calls=calls, handoff=handoff)
+    return Runtime(settings, webhook, calls, handoff)
+
+
+def get() -> Runtime:
+    """The runtime for this process. Raises NotConfigured (already logged) when settings are wrong."""
+    global _runtime, _failure  # noqa: PLW0603 (process-wide singletons, see module docstring)
+    if _runtime is not None:
+        return _runtime
+    try:
+        _runtime = build(os.environ)
+    except (ConfigError, SourceErrors) as exc:
+        message = str(exc)
+        if message != _failure:
+            log.error("the calling bot is not configured: %s", message)
+            _failure = message
+        raise NotConfigured(message) from None
+    return _runtime
+
+
+def reset(runtime: Runtime | None = None) -> None:
+    """Replace (or drop) the process runtime: for tests and the local host."""
+    global _runtime, _failure
+    _runtime, _failure = runtime, None

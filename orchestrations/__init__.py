@@ -1,0 +1,1 @@
+"""Durable orchestrations: one per call, running IVR flows (the IVR flows issue adds them)."""
