@@ -52,8 +52,10 @@ def parse_body(body: bytes) -> list[CallEvent]:
     """Parse a webhook POST body. Events come out in the order Graph put them in the batch."""
     try:
         payload = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+    except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError, an integer past the digit limit
         raise NotificationError(f"body is not JSON: {exc}") from None
+    except RecursionError:
+        raise NotificationError("body is nested too deeply") from None
     return parse_envelope(payload)
 
 

@@ -26,6 +26,8 @@ _correlation: ContextVar[dict[str, str]] = ContextVar("calling_correlation", def
 _events = logging.getLogger(EVENT_LOGGER)
 tracer = trace.get_tracer("calling")
 _configured = False
+# Attributes every LogRecord has: an event field with one of these names is stored as `event_<name>`.
+_RESERVED = frozenset(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 
 
 @contextlib.contextmanager
@@ -54,7 +56,8 @@ def _stamp(record: logging.LogRecord) -> None:
 def emit(name: str, **fields: Any) -> None:
     """A call milestone: a customEvents row in Application Insights, a log line locally."""
     install_correlation()
-    present = {k: v for k, v in fields.items() if v is not None and k not in CORRELATION_FIELDS}
+    present = {(f"event_{k}" if k in _RESERVED else k): v for k, v in fields.items()
+               if v is not None and k not in CORRELATION_FIELDS}
     _events.info("%s %s", name, " ".join(f"{k}={v}" for k, v in present.items()),
                  extra={CUSTOM_EVENT_ATTRIBUTE: name, "event_name": name, **present})
     span = trace.get_current_span()

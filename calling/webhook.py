@@ -151,7 +151,7 @@ class Webhook:
                 if isinstance(event, CallStateChanged) and event.is_terminated:
                     ri = event.result_info
                     telemetry.emit("call.terminated", code=ri.code if ri else None,
-                                   subcode=ri.subcode if ri else None, message=ri.message if ri else None,
+                                   subcode=ri.subcode if ri else None, result_message=ri.message if ri else None,
                                    termination_reason=event.termination_reason)
                 batch = later.setdefault(event.call_id, [])
                 if not batch or batch[-1] is not event.raw:

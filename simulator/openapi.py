@@ -1,0 +1,195 @@
+"""Validate Graph calls API request bodies against the official v1.0 OpenAPI description.
+
+The schema (schemas/graph-v1.0-communications.openapi.json, from microsoftgraph/msgraph-metadata) is
+OpenAPI 3.0; this converts it for a JSON Schema validator and adds what Graph enforces but a plain
+validator would not:
+- `nullable: true` becomes a `null` type; references resolve against the document.
+- `@odata.type` picks the subtype: an object naming a type is also validated against that type.
+- Graph refuses an unknown action parameter (a misspelt `callbackURI` is a 400), so the top level of
+  an action body allows only the declared parameters.
+- Open types allow dynamic properties (Graph's own examples put `tenantId` on an identity), but a
+  property that differs from a declared one only by case is an error: it is a misspelling.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from referencing import Registry, Resource
+from referencing.jsonschema import DRAFT202012
+
+SCHEMA_PATH = Path(__file__).parent / "schemas" / "graph-v1.0-communications.openapi.json"
+_URI = "urn:graph-v1.0-communications"
+_SCHEMA_PREFIX = "#/components/schemas/"
+
+
+@dataclass(frozen=True)
+class BodyError:
+    """One problem: where in the body (JSON pointer-ish path) and what."""
+
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path or '(body)'}: {self.message}"
+
+
+def _convert(node: Any) -> Any:
+    """OpenAPI 3.0 -> JSON Schema 2020-12: nullable to null type, refs qualified, open types opened."""
+    if isinstance(node, list):
+        return [_convert(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _convert(v) for k, v in node.items() if k not in ("nullable", "discriminator", "x-ms-docs-operation-type")}
+    if node.get("nullable"):
+        kind = out.get("type")
+        if isinstance(kind, str):
+            out["type"] = [kind, "null"]
+        elif "enum" in out:
+            out["enum"] = [*out["enum"], None]
+    if isinstance(out.get("$ref"), str) and out["$ref"].startswith("#/"):
+        out["$ref"] = _URI + out["$ref"]
+    if out.get("additionalProperties") == {"type": "object"}:
+        out["additionalProperties"] = True  # OData open type: dynamic properties of any JSON type
+    return out
+
+
+@cache
+def _document() -> dict[str, Any]:
+    raw = json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    converted: dict[str, Any] = _convert(raw)
+    return converted
+
+
+@cache
+def _registry() -> Registry:  # type: ignore[type-arg]
+    return Registry().with_resource(_URI, Resource.from_contents(_document(), default_specification=DRAFT202012))
+
+
+def _validator(schema: Mapping[str, Any]) -> Draft202012Validator:
+    return Draft202012Validator(schema, registry=_registry())
+
+
+def _schema_props(name: str) -> dict[str, Any]:
+    """Declared properties of a schema, following allOf to its base types."""
+    schemas = _document()["components"]["schemas"]
+    node = schemas.get(name, {})
+    props: dict[str, Any] = {}
+    for part in node.get("allOf", [node]):
+        if "$ref" in part:
+            props.update(_schema_props(part["$ref"].split(_SCHEMA_PREFIX, 1)[-1]))
+        props.update(part.get("properties", {}))
+    return props
+
+
+def operation_schema(method: str, path: str) -> tuple[dict[str, Any] | None, str]:
+    """The request-body schema for a Graph path (`/communications/calls/{id}/answer`), and its template."""
+    template = match_path(path)
+    if template is None:
+        raise KeyError(f"no such path in the Graph calls API: {path}")
+    operation = _document()["paths"][template].get(method.lower())
+    if operation is None:
+        raise KeyError(f"{method.upper()} is not allowed on {template}")
+    body = operation.get("requestBody")
+    return (body["content"]["application/json"]["schema"] if body else None), template
+
+
+@cache
+def _templates() -> list[tuple[re.Pattern[str], str]]:
+    out = []
+    for template in _document()["paths"]:
+        pattern = re.sub(r"\\\{[^}]+\\\}", r"[^/]+", re.escape(template))
+        out.append((re.compile(f"^{pattern}$"), template))
+    # literal segments beat parameters: /participants/invite before /participants/{id}
+    out.sort(key=lambda item: item[1].count("{"))
+    return out
+
+
+def match_path(path: str) -> str | None:
+    clean = path.split("?", 1)[0].rstrip("/")
+    for pattern, template in _templates():
+        if pattern.match(clean):
+            return template
+    return None
+
+
+def validate_request(method: str, path: str, body: Any) -> list[BodyError]:
+    """Every problem Graph would refuse in this request body (empty list: valid)."""
+    schema, template = operation_schema(method, path)
+    if schema is None:
+        return [] if body in (None, b"", "", {}) else [BodyError("", f"{template} takes no request body")]
+    errors = [BodyError(_where(e.absolute_path), e.message) for e in _validator(schema).iter_errors(body)]
+    if isinstance(body, Mapping) and "$ref" not in schema:
+        declared = set(schema.get("properties", {}))
+        errors += [BodyError(key, f"unknown action parameter {key!r} (Graph refuses it; "
+                                  f"expected {', '.join(sorted(declared))})")
+                   for key in body if key not in declared]
+    root_type = schema["$ref"].split(_SCHEMA_PREFIX, 1)[-1] if "$ref" in schema else None
+    errors += list(_typed_objects(body, "", root_type))
+    return errors
+
+
+def validate_entity(type_name: str, value: Any) -> list[BodyError]:
+    """Check a payload (a notification, a call) against a named schema, e.g. `microsoft.graph.call`."""
+    schema = {"$ref": f"{_URI}{_SCHEMA_PREFIX}{type_name}"}
+    errors = [BodyError(_where(e.absolute_path), e.message) for e in _validator(schema).iter_errors(value)]
+    return errors + list(_typed_objects(value, "", type_name))
+
+
+def _typed_objects(value: Any, path: str, declared_type: str | None) -> Iterator[BodyError]:
+    """Validate each object naming an @odata.type against that type, and catch case misspellings."""
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            yield from _typed_objects(item, f"{path}/{i}", None)
+        return
+    if not isinstance(value, Mapping):
+        return
+    odata = value.get("@odata.type")
+    type_name = declared_type
+    if isinstance(odata, str):
+        type_name = odata.lstrip("#")
+        schemas = _document()["components"]["schemas"]
+        if type_name not in schemas:
+            yield BodyError(path + "/@odata.type", f"unknown type {odata!r}")
+            type_name = None
+        else:
+            for error in _validator({"$ref": f"{_URI}{_SCHEMA_PREFIX}{type_name}"}).iter_errors(value):
+                yield BodyError(path + _where(error.absolute_path), f"({odata}) {error.message}")
+    if type_name:
+        declared = _schema_props(type_name)
+        lowered = {k.lower(): k for k in declared}
+        for key in value:
+            if key not in declared and key.lower() in lowered:
+                yield BodyError(f"{path}/{key}", f"misspelt property {key!r}: Graph's name is "
+                                                 f"{lowered[key.lower()]!r}")
+    for key, child in value.items():
+        child_type = _child_type(type_name, key) if type_name else None
+        yield from _typed_objects(child, f"{path}/{key}", child_type)
+
+
+def _child_type(type_name: str, key: str) -> str | None:
+    prop = _schema_props(type_name).get(key)
+    if not isinstance(prop, dict):
+        return None
+    for candidate in (prop, *prop.get("anyOf", []), prop.get("items", {})):
+        ref = candidate.get("$ref") if isinstance(candidate, dict) else None
+        if isinstance(ref, str) and _SCHEMA_PREFIX in ref:
+            return ref.split(_SCHEMA_PREFIX, 1)[-1]
+    return None
+
+
+def _where(path: Any) -> str:
+    return "".join(f"/{p}" for p in path)
+
+
+def schema_copy() -> dict[str, Any]:
+    """The converted document (a copy), for tools that want to inspect it."""
+    return copy.deepcopy(_document())
