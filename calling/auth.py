@@ -7,7 +7,8 @@ the platform's signing keys (OpenID configuration -> jwks_uri); signature, exp/n
 
 Keys are cached: refreshed when older than `max_age`, or when a token names an unknown `kid`, but
 never more often than `refetch_floor`, so a flood of forged kids cannot hammer the key endpoint.
-If a refresh fails, the keys already held keep working; with none at all the answer is 503.
+Two hours matches Microsoft's own samples. If a refresh fails, the keys already held keep working;
+with none at all the answer is 503.
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ class SigningKeys:
         openid_config_url: str,
         *,
         http: httpx.AsyncClient | None = None,
-        max_age: float = 3 * 3600,
+        max_age: float = 2 * 3600,
         refetch_floor: float = 60.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -133,7 +134,7 @@ class NotificationAuthenticator:
         token = _bearer(authorization)
         try:
             header = jwt.get_unverified_header(token)
-        except jwt.DecodeError:
+        except jwt.InvalidTokenError:  # not a JWT, or a header PyJWT refuses (e.g. a non-string kid)
             raise AuthError(401, "token is not a JWT") from None
         if header.get("alg") != "RS256":
             raise AuthError(401, "token algorithm must be RS256")

@@ -111,7 +111,7 @@ class Settings:
                 problems.append(f"{name} must be a number, got {raw!r}")
                 return default
             if not low <= value <= high:
-                problems.append(f"{name} must be between {low:g} and {high:g}, got {raw!r}")
+                problems.append(f"{name} must be between {_num(low)} and {_num(high)}, got {raw!r}")
             return value
 
         app_id = guid("BOT_APP_ID")
@@ -137,6 +137,10 @@ class Settings:
             handoff = _HANDOFF_KINDS[_HANDOFF_KINDS.index(raw_handoff)]
         else:
             problems.append(f"MEDIA_HANDOFF_TRANSPORT must be one of {', '.join(_HANDOFF_KINDS)}, got {raw_handoff!r}")
+
+        if handoff == "inprocess" and not is_loopback_url(graph):
+            problems.append("MEDIA_HANDOFF_TRANSPORT=inprocess is for local development (a media worker in the same "
+                            "process); with a real GRAPH_BASE_URL nothing would receive the hand-offs")
 
         routing = text("ROUTING_POLICY_PATH")
         if routing and not Path(routing).is_file():
@@ -165,6 +169,10 @@ class Settings:
             handoff_transport=handoff,
             appinsights_connection_string=text("APPLICATIONINSIGHTS_CONNECTION_STRING"),
         )
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if value == int(value) else str(value)
 
 
 _GUID_MEANING = {

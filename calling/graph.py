@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import httpx
+from azure.core.exceptions import AzureError
 from kiota_abstractions.api_error import APIError
 from kiota_abstractions.request_information import RequestInformation
 from msgraph.generated.communications.calls.item.answer.answer_post_request_body import AnswerPostRequestBody
@@ -539,6 +540,9 @@ class CallControl:
             raise GraphError.from_sdk(action, exc) from exc
         except httpx.TransportError as exc:
             raise GraphError(action, None, "transportError", str(exc) or type(exc).__name__) from exc
+        except AzureError as exc:  # the Graph token could not be obtained (credential, federation, network)
+            raise GraphError(action, None, "authenticationFailed", str(exc).splitlines()[0] if str(exc) else
+                             type(exc).__name__) from exc
         if not raw:
             return None
         try:

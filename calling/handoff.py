@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -120,16 +121,17 @@ class InProcessTransport:
     (duplicate detection), and the receiver gets each message as JSON, as it would off the wire.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, dedupe_window: int = 10_000) -> None:
         self._queue: asyncio.Queue[str] = asyncio.Queue()
-        self._seen: set[str] = set()
-        self.sent: list[HandoffMessage] = []
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._window = dedupe_window
 
     async def send(self, message: HandoffMessage) -> None:
         if message.message_id in self._seen:
             return
-        self._seen.add(message.message_id)
-        self.sent.append(message)
+        self._seen[message.message_id] = None
+        if len(self._seen) > self._window:
+            self._seen.popitem(last=False)
         await self._queue.put(message.to_json())
 
     async def receive(self, wait_seconds: float | None = None) -> HandoffMessage:

@@ -5,7 +5,10 @@ an answer must reach Graph within 15 s of the incoming call (5 s for policy reco
 retries only 429, 503 and 504, honours Retry-After, backs off exponentially with jitter otherwise, and
 gives up as soon as the next wait would pass the request's budget. Other statuses never retry.
 
-It also opens one span per HTTP attempt, carrying Graph's request-id, so each request is in the portal.
+It also stamps every request with a `client-request-id` (kept across retries, so Graph and our logs name the
+same request), bounds each attempt's timeouts by what is left of the budget (an answer must not sit on a
+slow connection past its deadline), and opens one CLIENT span per attempt, carrying Graph's request-id,
+so each request is a dependency in Application Insights with its status code.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
@@ -21,6 +25,7 @@ import httpx
 from kiota_abstractions.request_option import RequestOption
 from kiota_http.middleware.middleware import REQUEST_OPTIONS_KEY, BaseMiddleware
 from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 
 RETRY_STATUSES = frozenset({429, 503, 504})
 _tracer = trace.get_tracer("calling.graph")
@@ -63,10 +68,13 @@ class BudgetedRetryHandler(BaseMiddleware):
         budget = options.get(RetryBudget.KEY)
         started = self._clock()
         deadline = budget.deadline if isinstance(budget, RetryBudget) else started + self.budget_seconds
+        request.headers.setdefault("client-request-id", str(uuid.uuid4()))
         attempt = 0
         while True:
             attempt += 1
-            with _tracer.start_as_current_span(f"graph {request.method} {request.url.path}") as span:
+            self._bound_timeouts(request, deadline)
+            name = f"graph {request.method} {request.url.path}"
+            with _tracer.start_as_current_span(name, kind=SpanKind.CLIENT) as span:
                 span.set_attribute("http.request.method", request.method)
                 span.set_attribute("url.full", str(request.url))
                 span.set_attribute("http.request.resend_count", attempt - 1)
@@ -85,8 +93,16 @@ class BudgetedRetryHandler(BaseMiddleware):
             await self._sleep(delay)
             request.headers["Retry-Attempt"] = str(attempt)
 
+    def _bound_timeouts(self, request: httpx.Request, deadline: float) -> None:
+        """No single attempt may outlive the budget: shrink httpx's per-request timeouts to what is left."""
+        remaining = max(0.5, deadline - self._clock())
+        current = request.extensions.get("timeout") or {}
+        request.extensions["timeout"] = {
+            name: min(remaining, current.get(name) or remaining) for name in ("connect", "read", "write", "pool")
+        }
+
     def _delay(self, response: httpx.Response, attempt: int) -> float | None:
-        """Retry-After (seconds or HTTP date) wins; else exponential backoff with full jitter."""
+        """Retry-After (seconds or HTTP date) wins; else exponential backoff, jittered in [ceiling/2, ceiling]."""
         header = response.headers.get("retry-after")
         if header:
             parsed = parse_retry_after(header)

@@ -156,7 +156,8 @@ def _build(doc: Document, default_flow: str) -> Policy:
     if not isinstance(data, Mapping):
         raise SourceErrors([doc.error((), "a routing policy is a mapping with 'rules' and 'default'")])
     _unknown(doc, data, (), {"version", "rules", "default"}, errors)
-    if data.get("version", 1) != 1:
+    version = data.get("version", 1)
+    if type(version) is not int or version != 1:
         errors.append(doc.error(("version",), "only version 1 is supported"))
     rules: list[Rule] = []
     raw_rules = data.get("rules", [])

@@ -190,11 +190,17 @@ class Webhook:
         deadline = received + window - SAFETY_MARGIN_SECONDS
         control = self._calls.for_tenant(caller.tenant_id)
         try:
-            handed_off = await self._act(call, decision, control, caller, deadline, received_at)
+            handed_off = await self._act(call, decision, control, caller, deadline, received, received_at)
         except GraphError as exc:
             log.error("acting on the incoming call failed: %s", exc)
             telemetry.emit("call.action_failed", action=exc.action, rule=decision.rule, status=exc.status,
-                           code=exc.code, request_id=exc.request_id, client_request_id=exc.client_request_id)
+                           code=exc.code, error=exc.message, request_id=exc.request_id,
+                           client_request_id=exc.client_request_id)
+            return
+        except Exception:  # one bad call must not lose the rest of the batch
+            log.exception("acting on the incoming call failed unexpectedly")
+            telemetry.emit("call.action_failed", action=type(decision).__name__.lower(), rule=decision.rule,
+                           code="unexpected")
             return
         latency_ms = round((self._clock() - received) * 1000, 1)
         if isinstance(decision, Answer):
@@ -208,7 +214,7 @@ class Webhook:
             telemetry.emit("call.handed_off", reason=decision.reason, rule=decision.rule, latency_ms=latency_ms)
 
     async def _act(self, call: IncomingCall, decision: Decision, control: CallControl, caller: Caller,
-                   deadline: float, received_at: datetime) -> bool:
+                   deadline: float, received: float, received_at: datetime) -> bool:
         """Perform the decision; True when the call was handed off to media."""
         if isinstance(decision, Answer):
             media = ServiceHostedMedia(prefetch=tuple(self._prefetch(decision.flow)))
@@ -218,17 +224,18 @@ class Webhook:
         elif isinstance(decision, Redirect):
             await control.redirect(call.call_id, decision.targets, timeout=decision.timeout, deadline=deadline)
         elif isinstance(decision, HandOff):
-            return await self._hand_off(call, decision, control, caller, deadline, received_at)
+            return await self._hand_off(call, decision, control, caller, deadline, received, received_at)
         return False
 
     async def _hand_off(self, call: IncomingCall, decision: HandOff, control: CallControl, caller: Caller,
-                        deadline: float, received_at: datetime) -> bool:
+                        deadline: float, received: float, received_at: datetime) -> bool:
         if self._handoff is None:
             log.error("the policy hands this call to app-hosted media, but MEDIA_HANDOFF_TRANSPORT is none: "
                       "rejecting it")
             telemetry.emit("call.handoff_unavailable", reason=decision.reason, rule=decision.rule)
             await control.reject(call.call_id, reason="busy", deadline=deadline)
-            telemetry.emit("call.rejected", reason="busy", rule=decision.rule)
+            telemetry.emit("call.rejected", reason="busy", rule=decision.rule,
+                           latency_ms=round((self._clock() - received) * 1000, 1))
             return False
         ids = telemetry.current_correlation()
         message = HandoffMessage(
@@ -251,7 +258,7 @@ class Webhook:
 
 
 def mask(party: Party) -> str | None:
-    """A caller for telemetry: phone numbers keep the country and area part only (PII)."""
+    """A caller for telemetry: a phone number loses its last four digits (PII); other ids are kept."""
     if party.kind == "phone" and party.id:
         return party.id[:-4] + "****" if len(party.id) > 6 else "****"
     return party.id

@@ -48,7 +48,8 @@ def _convert(node: Any) -> Any:
         return [_convert(n) for n in node]
     if not isinstance(node, dict):
         return node
-    out = {k: _convert(v) for k, v in node.items() if k not in ("nullable", "discriminator", "x-ms-docs-operation-type")}
+    dropped = ("nullable", "discriminator", "x-ms-docs-operation-type")
+    out = {k: _convert(v) for k, v in node.items() if k not in dropped}
     if node.get("nullable"):
         kind = out.get("type")
         if isinstance(kind, str):

@@ -6,6 +6,7 @@ endpoints and the Durable Functions management API, recording every request it r
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
@@ -78,6 +79,7 @@ class LoopbackServer:
         self.requests: list[Recorded] = []
         self.scripts: list[tuple[str, str, Responder]] = []
         self.instances: set[str] = set()
+        self.delays: dict[str, float] = {}  # path suffix -> seconds to wait before answering
         self.jwks_available = True
         self._runner: web.AppRunner | None = None
         self.port = 0
@@ -127,6 +129,9 @@ class LoopbackServer:
         rec = Recorded(request.method, request.path, request.query_string, dict(request.headers),
                        await request.read())
         self.requests.append(rec)
+        for suffix, seconds in self.delays.items():
+            if rec.path.endswith(suffix):
+                await asyncio.sleep(seconds)
         for method, suffix, responder in self.scripts:
             if method == rec.method and rec.path.endswith(suffix):
                 answer = responder(rec)

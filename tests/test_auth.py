@@ -178,3 +178,9 @@ async def test_token_never_appears_in_logs(server: LoopbackServer, signer: Signe
     await refused(make(server), f"Bearer {token}")
     assert token not in caplog.text
     assert token.split(".")[2] not in caplog.text
+
+
+async def test_a_header_pyjwt_refuses_is_401_not_500(server: LoopbackServer, signer: Signer) -> None:
+    odd = _unsigned({"alg": "RS256", "kid": 5}, {"aud": APP_ID}) + "c2ln"  # PyJWT will not even encode this
+    error = await refused(make(server), f"Bearer {odd}")
+    assert (error.status, error.reason) == (401, "token is not a JWT")

@@ -80,3 +80,15 @@ def test_production_credential_is_a_federated_assertion() -> None:
 
     credential = graph_credential(Settings.from_env(BASE), TENANT_ID)
     assert isinstance(credential, ClientAssertionCredential)
+
+
+def test_in_process_handoff_is_only_for_local_development() -> None:
+    assert any("MEDIA_HANDOFF_TRANSPORT=inprocess is for local development" in p
+               for p in problems({**BASE, "MEDIA_HANDOFF_TRANSPORT": "inprocess"}))
+    local = Settings.from_env({**BASE, "GRAPH_BASE_URL": "http://127.0.0.1:9/v1.0",
+                               "MEDIA_HANDOFF_TRANSPORT": "inprocess"})
+    assert local.handoff_transport == "inprocess"
+
+
+def test_range_messages_print_whole_numbers() -> None:
+    assert any("between 1024 and 67108864" in p for p in problems({**BASE, "WEBHOOK_MAX_BODY_BYTES": "1"}))

@@ -48,7 +48,8 @@ def test_accepts_documented_examples() -> None:
 
 
 def test_paths_prefer_literal_segments() -> None:
-    assert match_path("/communications/calls/c/participants/invite") == "/communications/calls/{call-id}/participants/invite"
+    assert match_path("/communications/calls/c/participants/invite") == \
+        "/communications/calls/{call-id}/participants/invite"
     assert match_path("/communications/calls/c/participants/p1") == \
         "/communications/calls/{call-id}/participants/{participant-id}"
     assert match_path("/communications/nope") is None

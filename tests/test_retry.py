@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import time
-from email.utils import format_datetime
 from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 from typing import Any
 
 import pytest
@@ -136,3 +136,41 @@ def test_retry_after_formats() -> None:
     assert parse_retry_after("soon") is None
     later = format_datetime(datetime.now(UTC) + timedelta(seconds=20), usegmt=True)
     assert 17 <= (parse_retry_after(later) or 0) <= 20
+
+
+async def test_client_request_id_is_sent_and_kept_across_retries(server: LoopbackServer) -> None:
+    server.script("POST", "/answer", fail_times(1, 503, retry_after="0"))
+    await control_with(server, Sleeps()).answer("c1")
+    first, second = server.graph_requests()
+    assert first.headers["client-request-id"] == second.headers["client-request-id"]
+    assert len(first.headers["client-request-id"]) == 36
+    await control_with(server, Sleeps()).answer("c2")
+    assert server.graph_requests()[2].headers["client-request-id"] != first.headers["client-request-id"]
+
+
+async def test_a_slow_graph_cannot_hold_an_attempt_past_the_deadline(server: LoopbackServer) -> None:
+    server.delays["/answer"] = 5.0
+    started = time.monotonic()
+    with pytest.raises(GraphError) as info:
+        await control_with(server, Sleeps(), budget=60).answer("c1", deadline=time.monotonic() + 1.0)
+    assert time.monotonic() - started < 3, "the attempt's timeouts were cut to the remaining budget"
+    assert info.value.code == "transportError"
+
+
+async def test_a_credential_failure_is_a_typed_error(server: LoopbackServer) -> None:
+    from azure.core.exceptions import ClientAuthenticationError
+
+    class Broken(LocalTokenCredential):
+        async def get_token(self, *scopes: str, **kwargs: Any) -> Any:
+            raise ClientAuthenticationError("AADSTS700213: No matching federated identity record found")
+
+        async def get_token_info(self, *scopes: str, options: Any = None) -> Any:
+            return await self.get_token(*scopes)
+
+    client = build_graph_client(server.graph_url, Broken())
+    control = CallControl(client, callback_uri="https://b/api/calls", tenant_id=TENANT_ID, app_id=APP_ID)
+    with pytest.raises(GraphError) as info:
+        await control.answer("c1")
+    assert (info.value.status, info.value.code) == (None, "authenticationFailed")
+    assert "AADSTS700213" in str(info.value)
+    assert server.graph_requests() == []

@@ -41,44 +41,44 @@ def from_user(oid: str, tenant: str = TENANT_ID) -> dict[str, Any]:
     return {"user": {"id": oid, "tenantId": tenant, "displayName": "Someone"}}
 
 
-POLICY = """
+POLICY = f"""
 version: 1
 rules:
   - name: blocked-numbers
     match:
-      caller: {phone: ["+1900*", "+1976*"]}
+      caller: {{phone: ["+1900*", "+1976*"]}}
     action: reject
     reason: forbidden
   - name: anonymous
-    match: {caller: {anonymous: true}}
+    match: {{caller: {{anonymous: true}}}}
     action: reject
     reason: busy
   - name: sales-line
     match:
-      target: {application_instance: sales-instance}
+      target: {{application_instance: sales-instance}}
     action: answer
     flow: sales
   - name: vip
     match:
-      caller: {user: [VIP-OID]}
+      caller: {{user: [VIP-OID]}}
     action: redirect
     targets: ["user:assistant-oid", "+14255550199"]
     timeout: 20
   - name: partner-tenant
     match:
-      caller: {tenant: [%s], kind: [user]}
+      caller: {{tenant: [{OTHER_TENANT}], kind: [user]}}
     action: handoff
     reason: transcription
   - name: direct-to-bot-from-phone
     match:
-      caller: {kind: phone}
-      target: {bot: true}
+      caller: {{kind: phone}}
+      target: {{bot: true}}
     action: answer
     flow: direct
 default:
   action: answer
   flow: main
-""" % OTHER_TENANT
+"""
 
 
 @pytest.fixture

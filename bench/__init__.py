@@ -1,0 +1,7 @@
+"""Benchmarks for the calling bot: cold import of the Functions app, and the incoming-call webhook path.
+
+Run with `python -m bench` (or `python3 dev.py bench`); `--quick` for fewer iterations, `--json PATH` to
+write the figures. Every figure is compared with a baseline measured in the same run, on this machine.
+Nothing leaves loopback: Graph, the OpenID configuration and the signing keys are served by a stub on
+127.0.0.1, started and stopped by the benchmark. This is not a test: nothing asserts on timing.
+"""
