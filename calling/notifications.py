@@ -157,10 +157,9 @@ def _call_events(base: dict[str, Any], change: str, call: Mapping[str, Any]) -> 
 
 
 def _incoming(base: dict[str, Any], call: Mapping[str, Any]) -> IncomingCall:
-    source = call.get("source") if isinstance(call.get("source"), Mapping) else {}
-    assert isinstance(source, Mapping)
-    targets = call.get("targets") if isinstance(call.get("targets"), list) else []
-    assert isinstance(targets, list)
+    source = _mapping(call.get("source")) or {}
+    raw_targets = call.get("targets")
+    targets = raw_targets if isinstance(raw_targets, list) else []
     metadata = call.get("applicationMetadata")
     bot_data = metadata.get("botData") if isinstance(metadata, Mapping) else None
     modalities = call.get("requestedModalities")
@@ -200,10 +199,8 @@ def _operation(base: dict[str, Any], op: Mapping[str, Any], url: str) -> Operati
 
 def parse_participant(p: Mapping[str, Any]) -> ParticipantState:
     """One roster entry (a participant resource)."""
-    info = p.get("info") if isinstance(p.get("info"), Mapping) else {}
-    assert isinstance(info, Mapping)
-    recording = p.get("recordingInfo") if isinstance(p.get("recordingInfo"), Mapping) else {}
-    assert isinstance(recording, Mapping)
+    info = _mapping(p.get("info")) or {}
+    recording = _mapping(p.get("recordingInfo")) or {}
     return ParticipantState(
         participant_id=_str(p.get("id")),
         party=parse_identity_set(info.get("identity")),

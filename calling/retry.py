@@ -113,11 +113,10 @@ class BudgetedRetryHandler(BaseMiddleware):
 
 
 def parse_retry_after(value: str) -> float | None:
+    """Retry-After as seconds: either a number of seconds or an HTTP date (None when it is neither)."""
     value = value.strip()
-    try:
+    if value.lstrip("-").replace(".", "", 1).isdigit():
         return max(0.0, float(value))
-    except ValueError:
-        pass
     try:
         when = parsedate_to_datetime(value)
     except (TypeError, ValueError):

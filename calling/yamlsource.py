@@ -82,28 +82,30 @@ def load_text(text: str, file: str = "<string>") -> Document:
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         raise SourceErrors([SourceError(file, line, column, "", f"YAML syntax: {exc.problem}")]) from None
     positions: dict[PathKey, tuple[int, int]] = {}
-    data = _convert(node, (), positions, file) if node is not None else None
+    scalars = yaml.SafeLoader("")  # one constructor per document, for scalar values (ints, bools, dates)
+    data = _convert(node, (), positions, file, scalars) if node is not None else None
     return Document(file, data, positions)
 
 
-def _convert(node: yaml.Node, path: PathKey, positions: dict[PathKey, tuple[int, int]], file: str) -> Any:
-    positions[path] = (node.start_mark.line + 1, node.start_mark.column + 1)
+def _where(node: yaml.Node) -> tuple[int, int]:
+    return node.start_mark.line + 1, node.start_mark.column + 1
+
+
+def _convert(node: yaml.Node, path: PathKey, positions: dict[PathKey, tuple[int, int]], file: str,
+             scalars: yaml.SafeLoader) -> Any:
+    """Nodes to plain data. A mapping entry's position is its key's (where a reader looks for the field)."""
+    positions[path] = _where(node)
     if isinstance(node, yaml.MappingNode):
         result: dict[str, Any] = {}
         for key_node, value_node in node.value:
-            key = yaml.SafeLoader(" ").construct_object(key_node) if key_node.tag != "tag:yaml.org,2002:str" \
-                else key_node.value
+            key = scalars.construct_object(key_node)
             if not isinstance(key, str):
-                line, column = key_node.start_mark.line + 1, key_node.start_mark.column + 1
-                raise SourceErrors([SourceError(file, line, column, "", f"keys must be strings, got {key!r}")])
+                raise SourceErrors([SourceError(file, *_where(key_node), "", f"keys must be strings, got {key!r}")])
             if key in result:
-                line, column = key_node.start_mark.line + 1, key_node.start_mark.column + 1
-                raise SourceErrors([SourceError(file, line, column, format_path((*path, key)), "duplicate key")])
-            positions[(*path, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
-            result[key] = _convert(value_node, (*path, key), positions, file)
-            positions[(*path, key)] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
+                raise SourceErrors([SourceError(file, *_where(key_node), format_path((*path, key)), "duplicate key")])
+            result[key] = _convert(value_node, (*path, key), positions, file, scalars)
+            positions[(*path, key)] = _where(key_node)
         return result
     if isinstance(node, yaml.SequenceNode):
-        return [_convert(item, (*path, i), positions, file) for i, item in enumerate(node.value)]
-    assert isinstance(node, yaml.ScalarNode)
-    return yaml.SafeLoader(" ").construct_object(node)
+        return [_convert(item, (*path, i), positions, file, scalars) for i, item in enumerate(node.value)]
+    return scalars.construct_object(node)
