@@ -64,7 +64,7 @@ def test(extra: list[str]) -> int:
     setup()
     say("ruff (lint)")
     lint = run(BIN / "ruff", "check", ".", check=False)
-    say("mypy (types: calling/, functions/, function_app.py)")
+    say("mypy (types)")
     types = run(BIN / "mypy", check=False)
     say("pytest")
     tests = run(PY, "-m", "pytest", *extra, check=False)

@@ -71,8 +71,10 @@ def _document() -> dict[str, Any]:
 
 
 @cache
-def _registry() -> Registry:  # type: ignore[type-arg]
-    return Registry().with_resource(_URI, Resource.from_contents(_document(), default_specification=DRAFT202012))
+def _registry() -> Registry[Any]:
+    resource: Resource[Any] = Resource.from_contents(_document(), default_specification=DRAFT202012)
+    registry: Registry[Any] = Registry().with_resource(_URI, resource)
+    return registry
 
 
 def _validator(schema: Mapping[str, Any]) -> Draft202012Validator:
