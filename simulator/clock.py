@@ -15,7 +15,7 @@ import heapq
 import itertools
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -140,10 +140,8 @@ class RealClock(_Base):
                 raise TimeoutError(f"not reached within {min(within, wall_timeout):g} s")
             event = self._event()
             event.clear()
-            try:
+            with suppress(TimeoutError):
                 await asyncio.wait_for(event.wait(), min(remaining, 0.05))
-            except TimeoutError:
-                pass
 
 
 class VirtualClock(_Base):
