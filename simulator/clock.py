@@ -57,8 +57,19 @@ class Clock(Protocol):
     def busy(self) -> AbstractAsyncContextManager[None]:
         """A scope of work during which virtual time must not pass."""
 
+    def enter(self) -> None:
+        """Start work that outlives the current call; virtual time waits until the matching `leave`."""
+
+    def leave(self) -> None: ...
+
+    def changed(self) -> None:
+        """Something observable happened: wake whoever waits in run_until."""
+
     async def run_until(self, condition: Callable[[], bool], *, within: float,
                         wall_timeout: float = 30.0) -> None: ...
+
+    async def pass_time(self, seconds: float, *, wall_timeout: float = 30.0) -> None:
+        """Let `seconds` go by with everything that happens in them (a caller staying on the line)."""
 
 
 class _Base:
@@ -75,14 +86,29 @@ class _Base:
         """Something observable happened: wake whoever waits in run_until."""
         self._event().set()
 
+    def enter(self) -> None:
+        """Start a piece of work that outlives the current call (pair with `leave`)."""
+        self._busy += 1
+
+    def leave(self) -> None:
+        self._busy -= 1
+        self.changed()
+
     @asynccontextmanager
     async def _busy_scope(self) -> AsyncIterator[None]:
-        self._busy += 1
+        self.enter()
         try:
             yield
         finally:
-            self._busy -= 1
-            self.changed()
+            self.leave()
+
+    def _fire(self, callback: Callback) -> None:
+        """Run a timer's callback; a coroutine runs as a task that counts as busy until it ends."""
+        result = callback()
+        if asyncio.iscoroutine(result):
+            self.enter()
+            task = asyncio.get_running_loop().create_task(result)
+            task.add_done_callback(lambda _: self.leave())
 
     def busy(self) -> AbstractAsyncContextManager[None]:
         return self._busy_scope()
@@ -90,17 +116,23 @@ class _Base:
     def call_at(self, when: datetime, callback: Callback) -> TimerHandle:
         return self.call_later((when - self.now()).total_seconds(), callback)
 
+    async def run_until(self, condition: Callable[[], bool], *, within: float,
+                        wall_timeout: float = 30.0) -> None:
+        raise NotImplementedError
+
+    def elapsed(self) -> float:
+        raise NotImplementedError
+
+    async def pass_time(self, seconds: float, *, wall_timeout: float = 30.0) -> None:
+        target = self.elapsed() + seconds
+        self.call_later(seconds, lambda: None)
+        await self.run_until(lambda: self.elapsed() >= target, within=seconds + 1e-6, wall_timeout=wall_timeout)
+
     def now(self) -> datetime:
         raise NotImplementedError
 
     def call_later(self, delay: float, callback: Callback) -> TimerHandle:
         raise NotImplementedError
-
-
-def _fire(callback: Callback) -> None:
-    result = callback()
-    if asyncio.iscoroutine(result):
-        asyncio.get_running_loop().create_task(result)
 
 
 class RealClock(_Base):
@@ -122,7 +154,7 @@ class RealClock(_Base):
 
         def run() -> None:
             if not handle.cancelled:
-                _fire(callback)
+                self._fire(callback)
                 self.changed()
 
         loop.call_later(max(delay, 0.0), run)
@@ -207,7 +239,7 @@ class VirtualClock(_Base):
         while self._timers and self._timers[0][0] <= self._now:
             _, _, handle = heapq.heappop(self._timers)
             if not handle.cancelled:
-                _fire(handle.callback)
+                self._fire(handle.callback)
         self.changed()
         return True
 

@@ -14,39 +14,24 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import jwt
 from aiohttp import web
-from cryptography.hazmat.primitives.asymmetric import rsa
-from jwt.algorithms import RSAAlgorithm
+
+from simulator.signing import ISSUER
+from simulator.signing import Signer as _SimSigner
 
 APP_ID = "11111111-2222-3333-4444-555555555555"
 TENANT_ID = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
 OTHER_TENANT = "99999999-8888-7777-6666-555555555555"
-ISSUER = "https://api.botframework.com"
 
 
-class Signer:
-    """An RSA key pair with a kid: signs notification tokens and publishes its JWKS."""
+class Signer(_SimSigner):
+    """The simulator's signer with this suite's defaults (audience APP_ID, tenant TENANT_ID)."""
 
     def __init__(self, kid: str | None = None) -> None:
-        self.kid = kid or f"key-{uuid.uuid4().hex[:8]}"
-        self.private_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        super().__init__(kid or f"key-{uuid.uuid4().hex[:8]}")
 
-    def jwk(self) -> dict[str, Any]:
-        jwk: dict[str, Any] = json.loads(RSAAlgorithm.to_jwk(self.private_key.public_key()))
-        jwk.update({"kid": self.kid, "use": "sig", "alg": "RS256"})
-        return jwk
-
-    def token(self, *, aud: str = APP_ID, iss: str = ISSUER, tid: str | None = TENANT_ID,
-              lifetime: int = 600, not_before: int = -60, kid: str | None = "default",
-              **extra: Any) -> str:
-        now = int(time.time())
-        claims: dict[str, Any] = {"aud": aud, "iss": iss, "iat": now, "nbf": now + not_before,
-                                  "exp": now + lifetime, **extra}
-        if tid is not None:
-            claims["tid"] = tid
-        headers = {"kid": self.kid if kid == "default" else kid} if kid is not None else {}
-        return jwt.encode(claims, self.private_key, algorithm="RS256", headers=headers)
+    def token(self, *, aud: str = APP_ID, tid: str | None = TENANT_ID, **extra: Any) -> str:  # type: ignore[override]
+        return super().token(aud=aud, tid=tid, **extra)
 
 
 @dataclass

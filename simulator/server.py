@@ -1,0 +1,55 @@
+"""Serving the simulator on a loopback port: start, the URLs the bot is configured with, stop."""
+
+from __future__ import annotations
+
+import errno
+import socket
+
+from aiohttp import web
+
+from simulator.core import Simulator
+from simulator.graph_api import build_app
+
+
+class PortBusy(Exception):
+    def __init__(self, host: str, port: int) -> None:
+        super().__init__(f"port {port} on {host} is in use; pass another port (or 0 for any free one) "
+                         "or stop the process that holds it")
+        self.host, self.port = host, port
+
+
+class SimulatorServer:
+    def __init__(self, sim: Simulator) -> None:
+        self.sim = sim
+        self._runner: web.AppRunner | None = None
+
+    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
+        self._runner = web.AppRunner(build_app(self.sim), access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port)
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            if exc.errno == errno.EADDRINUSE:
+                raise PortBusy(host, port) from None
+            raise
+        server = site._server
+        sockets: list[socket.socket] = list(getattr(server, "sockets", []) or [])
+        bound = sockets[0].getsockname()[1] if sockets else port
+        self.sim.url = f"http://{host}:{bound}"
+        return self.sim.url
+
+    @property
+    def graph_url(self) -> str:
+        return f"{self.sim.url}/v1.0"
+
+    @property
+    def openid_url(self) -> str:
+        return f"{self.sim.url}/v1/.well-known/OpenIdConfiguration"
+
+    async def stop(self) -> None:
+        await self.sim.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
