@@ -65,16 +65,20 @@ def format_path(path: PathKey) -> str:
     return out
 
 
-def load_file(path: str | Path) -> Document:
+def load_file(path: str | Path, *, scalar_keys: bool = False) -> Document:
     file = str(path)
     try:
         text = Path(path).read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise SourceErrors([SourceError(file, 1, 1, "", f"cannot read: {exc}")]) from None
-    return load_text(text, file)
+    return load_text(text, file, scalar_keys=scalar_keys)
 
 
-def load_text(text: str, file: str = "<string>") -> Document:
+def load_text(text: str, file: str = "<string>", *, scalar_keys: bool = False) -> Document:
+    """`scalar_keys`: a plain key that YAML reads as a number or bool (`1:`, `01:`) keeps its source text.
+
+    Menu keys are digits, and `1: sales` is what people write; without this it is an error.
+    """
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
     except yaml.MarkedYAMLError as exc:
@@ -83,7 +87,7 @@ def load_text(text: str, file: str = "<string>") -> Document:
         raise SourceErrors([SourceError(file, line, column, "", f"YAML syntax: {exc.problem}")]) from None
     positions: dict[PathKey, tuple[int, int]] = {}
     scalars = yaml.SafeLoader("")  # one constructor per document, for scalar values (ints, bools, dates)
-    data = _convert(node, (), positions, file, scalars) if node is not None else None
+    data = _convert(node, (), positions, file, scalars, scalar_keys) if node is not None else None
     return Document(file, data, positions)
 
 
@@ -92,20 +96,23 @@ def _where(node: yaml.Node) -> tuple[int, int]:
 
 
 def _convert(node: yaml.Node, path: PathKey, positions: dict[PathKey, tuple[int, int]], file: str,
-             scalars: yaml.SafeLoader) -> Any:
+             scalars: yaml.SafeLoader, scalar_keys: bool = False) -> Any:
     """Nodes to plain data. A mapping entry's position is its key's (where a reader looks for the field)."""
     positions[path] = _where(node)
     if isinstance(node, yaml.MappingNode):
         result: dict[str, Any] = {}
         for key_node, value_node in node.value:
             key = scalars.construct_object(key_node)
+            if scalar_keys and isinstance(key, int | float) and isinstance(key_node, yaml.ScalarNode):
+                key = key_node.value
             if not isinstance(key, str):
                 raise SourceErrors([SourceError(file, *_where(key_node), "", f"keys must be strings, got {key!r}")])
             if key in result:
                 raise SourceErrors([SourceError(file, *_where(key_node), format_path((*path, key)), "duplicate key")])
-            result[key] = _convert(value_node, (*path, key), positions, file, scalars)
+            result[key] = _convert(value_node, (*path, key), positions, file, scalars, scalar_keys)
             positions[(*path, key)] = _where(key_node)
         return result
     if isinstance(node, yaml.SequenceNode):
-        return [_convert(item, (*path, i), positions, file, scalars) for i, item in enumerate(node.value)]
+        return [_convert(item, (*path, i), positions, file, scalars, scalar_keys)
+                for i, item in enumerate(node.value)]
     return scalars.construct_object(node)

@@ -48,9 +48,9 @@ class Webhook:
         return resource
 
     def states(self) -> list[str]:
-        return [n["resourceData"].get("state") for b in self.received for n in b["value"]
-                if isinstance(n["resourceData"], dict) and n["resourceData"].get("@odata.type") == "#microsoft.graph.call"
-                and "toneInfo" not in n["resourceData"]]
+        data = [n["resourceData"] for b in self.received for n in b["value"]]
+        return [d.get("state") for d in data if isinstance(d, dict)
+                and d.get("@odata.type") == "#microsoft.graph.call" and "toneInfo" not in d]
 
 
 @dataclass
@@ -147,7 +147,7 @@ async def test_answer_establishes_with_audio_then_prompt_plays_for_its_wav_lengt
     assert op.status == "running"
     await world.until(lambda: any(e.__class__.__name__ == "OperationCompleted" for e in world.bot.events()))
     assert world.clock.elapsed() - start == pytest.approx(6.0)
-    done = [e for e in world.bot.events() if e.__class__.__name__ == "OperationCompleted"][0]
+    done = next(e for e in world.bot.events() if e.__class__.__name__ == "OperationCompleted")
     assert done.operation_id == op.id and done.client_context == "step-1" and done.status == "completed"
     assert [h.name for h in call.heard] == ["welcome", "menu"]
     assert all(h.outcome == "completed" for h in call.heard)
@@ -183,7 +183,7 @@ async def test_record_response_serves_the_recording_behind_its_token(world: Worl
     op = await world.control.record_response(call.id, max_record_duration=30, max_silence_timeout=2,
                                              initial_silence_timeout=5, play_beep=True, client_context="vm")
     await world.until(lambda: any(e.__class__.__name__ == "OperationCompleted" for e in world.bot.events()))
-    done = [e for e in world.bot.events() if e.__class__.__name__ == "OperationCompleted"][0]
+    done = next(e for e in world.bot.events() if e.__class__.__name__ == "OperationCompleted")
     assert done.operation_id == op.id and done.status == "completed"
     raw = done.raw["resourceData"]
     assert raw["completionReason"] == "maxSilenceTimeout"
@@ -264,7 +264,7 @@ async def test_invite_adds_the_participant_to_the_roster(world: World) -> None:
     await world.until(lambda: any(e.__class__.__name__ == "OperationCompleted" for e in world.bot.events()))
     rosters = [e for e in world.bot.events() if e.__class__.__name__ == "ParticipantsUpdated"]
     assert rosters and any(p.party.id == "+14255550122" for p in rosters[-1].participants)
-    done = [e for e in world.bot.events() if e.__class__.__name__ == "OperationCompleted"][0]
+    done = next(e for e in world.bot.events() if e.__class__.__name__ == "OperationCompleted")
     assert done.operation_id == op.id and done.status == "completed"
 
 
@@ -309,7 +309,7 @@ async def test_forged_notifications_are_not_what_the_simulator_sends(world: Worl
     forged = Signer().token(aud=APP, tid=TENANT)
     assert world.bot.keys is not None
     authenticator = NotificationAuthenticator(app_id=APP, allowed_tenants=[TENANT], keys=world.bot.keys)
-    with pytest.raises(Exception, match="signature|key"):
+    with pytest.raises(Exception, match=r"signature|key"):
         await authenticator.authenticate(f"Bearer {forged}")
     genuine = world.sim.signer.token(aud=APP, tid=TENANT)
     assert (await authenticator.authenticate(f"Bearer {genuine}")).tenant_id == TENANT
