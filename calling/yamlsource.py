@@ -85,6 +85,11 @@ def load_text(text: str, file: str = "<string>", *, scalar_keys: bool = False) -
         mark = exc.problem_mark
         line, column = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         raise SourceErrors([SourceError(file, line, column, "", f"YAML syntax: {exc.problem}")]) from None
+    except yaml.YAMLError as exc:  # a control character (ReaderError) has an offset, not a mark
+        offset = getattr(exc, "position", 0) or 0
+        line = text.count("\n", 0, offset) + 1
+        column = offset - (text.rfind("\n", 0, offset) + 1) + 1
+        raise SourceErrors([SourceError(file, line, column, "", f"YAML syntax: {exc}".splitlines()[0])]) from None
     positions: dict[PathKey, tuple[int, int]] = {}
     scalars = yaml.SafeLoader("")  # one constructor per document, for scalar values (ints, bools, dates)
     data = _convert(node, (), positions, file, scalars, scalar_keys) if node is not None else None
@@ -115,4 +120,8 @@ def _convert(node: yaml.Node, path: PathKey, positions: dict[PathKey, tuple[int,
     if isinstance(node, yaml.SequenceNode):
         return [_convert(item, (*path, i), positions, file, scalars, scalar_keys)
                 for i, item in enumerate(node.value)]
-    return scalars.construct_object(node)
+    try:
+        return scalars.construct_object(node)
+    except (ValueError, yaml.YAMLError) as exc:  # a plain scalar YAML reads as an impossible date: 2026-13-01
+        raise SourceErrors([SourceError(file, *_where(node), format_path(path),
+                                        f"cannot read {node.value!r}: {exc} (quote it to make it a string)")]) from None

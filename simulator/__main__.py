@@ -1,0 +1,108 @@
+"""`python -m simulator`: run scenarios against the bot on the local host, check them, or run the demo.
+
+    python -m simulator run SCENARIO.yaml...   [--real-time] [--json FILE]
+    python -m simulator check SCENARIO.yaml...
+    python -m simulator demo                   [--sim-port N] [--host-port N] [--virtual]
+
+Exit status: 0 when every scenario passed, 1 when one failed, 2 for bad input (a scenario file with
+errors, a busy port). Errors are one line each, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from calling.yamlsource import SourceErrors
+
+ROOT = Path(__file__).resolve().parent.parent
+DEMO = ROOT / "scenarios" / "demo.yaml"
+DEMO_PORTS = (8090, 7071)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m simulator", description=__doc__.split("\n\n")[0])
+    commands = parser.add_subparsers(dest="command", required=True)
+    run = commands.add_parser("run", help="run scenarios and print their transcripts")
+    run.add_argument("scenarios", nargs="+", type=Path)
+    run.add_argument("--real-time", action="store_true", help="take as long as a real call would")
+    run.add_argument("--json", type=Path, help="also write the transcripts as JSON to this file")
+    run.add_argument("--color", action="store_true", help="color the transcript")
+    check = commands.add_parser("check", help="check scenario files without running them")
+    check.add_argument("scenarios", nargs="+", type=Path)
+    demo = commands.add_parser("demo", help="a simulated phone call through the real bot, in real time")
+    demo.add_argument("--sim-port", type=int, default=DEMO_PORTS[0], help="the simulator's port (default 8090)")
+    demo.add_argument("--host-port", type=int, default=DEMO_PORTS[1], help="the local host's port (default 7071)")
+    demo.add_argument("--virtual", action="store_true", help="virtual time: finish in a blink")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+    from simulator.scenario import load_scenario
+
+    try:
+        scenarios = [load_scenario(p) for p in ([DEMO] if args.command == "demo" else args.scenarios)]
+    except SourceErrors as exc:
+        print(exc, file=sys.stderr)
+        return 2
+    if args.command == "check":
+        for scenario in scenarios:
+            print(f"{scenario.file}: ok ({len(scenario.steps)} steps)")
+        return 0
+    if args.command == "demo":
+        return _demo(scenarios[0], args.sim_port, args.host_port, virtual=args.virtual)
+    return _run(scenarios, real_time=args.real_time, json_path=args.json, color=args.color)
+
+
+def _run(scenarios: Sequence[object], *, real_time: bool, json_path: Path | None, color: bool) -> int:
+    from simulator.scenario import Scenario, run_scenario
+
+    failures = 0
+    everything = []
+    for scenario in scenarios:
+        assert isinstance(scenario, Scenario)
+        outcome = run_scenario(scenario, real_time=real_time or None)
+        everything.append({"scenario": scenario.file, "passed": outcome.passed, "calls": outcome.transcript_json})
+        print(outcome.transcript)
+        if outcome.passed:
+            print(f"PASS {scenario.file}: {scenario.name}\n")
+        else:
+            failures += 1
+            print(f"FAIL {outcome.message}\n")
+    if json_path is not None:
+        json_path.write_text(json.dumps(everything, indent=2), encoding="utf-8")
+    return 1 if failures else 0
+
+
+def _demo(scenario: object, sim_port: int, host_port: int, *, virtual: bool) -> int:
+    from simulator.scenario import Scenario, run_scenario
+
+    assert isinstance(scenario, Scenario)
+    print(f"Demo: {scenario.name}")
+    print(f"  the simulator (Graph and Teams) on http://127.0.0.1:{sim_port}, "
+          f"the bot (function_app.py on the local host) on http://127.0.0.1:{host_port}\n")
+    try:
+        outcome = run_scenario(scenario, real_time=not virtual, ports=(sim_port, host_port),
+                               progress=lambda line: print(f"  … {line.split(': ', 1)[-1]}", flush=True))
+    except OSError as exc:
+        if exc.errno == errno.EADDRINUSE or "in use" in str(exc):
+            print(f"\n{exc}\nA port the demo needs is busy. Stop whatever listens there, or pick free ports:\n"
+                  "  python3 dev.py demo --sim-port 8091 --host-port 7072", file=sys.stderr)
+            return 2
+        raise
+    print("\nTranscript (seconds since the call began; → bot: notification posted to the bot, "
+          "← bot: the bot's request to Graph):\n")
+    print(outcome.transcript)
+    if outcome.passed:
+        print("\nThe call went as the scenario expected. Both servers are stopped; nothing is left listening.")
+        return 0
+    print(f"\nThe call did not go as expected: {outcome.message}", file=sys.stderr)
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
