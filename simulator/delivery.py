@@ -34,6 +34,8 @@ class Pending:
     notification: dict[str, Any]
     label: str
     summary: str
+    #: Posted on its own, never batched with what precedes it (a duplicate arrives as a second POST).
+    alone: bool = False
 
 
 @dataclass
@@ -72,7 +74,7 @@ class Outbox:
             return
         if fault.kind == "duplicate":
             self._enqueue(queue, pending)
-            self._enqueue(queue, pending)
+            self._enqueue(queue, Pending(call, notification, label, pending.summary, alone=True))
         elif fault.kind == "delay":
             self._sim.clock.call_later(fault.seconds, lambda: self._enqueue(queue, pending))
         else:  # reorder: goes out right after the next notification of this call
@@ -106,7 +108,9 @@ class Outbox:
         try:
             await asyncio.sleep(0)  # let notifications raised in the same turn join this batch
             while queue.items:
-                batch = [queue.items.popleft() for _ in range(min(BATCH_LIMIT, len(queue.items)))]
+                batch = [queue.items.popleft()]
+                while queue.items and len(batch) < BATCH_LIMIT and not queue.items[0].alone:
+                    batch.append(queue.items.popleft())
                 await self._send(batch)
         finally:
             queue.sending = False

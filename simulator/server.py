@@ -11,11 +11,13 @@ from simulator.core import Simulator
 from simulator.graph_api import build_app
 
 
-class PortBusy(Exception):
+class PortBusy(OSError):
     def __init__(self, host: str, port: int) -> None:
-        super().__init__(f"port {port} on {host} is in use; pass another port (or 0 for any free one) "
-                         "or stop the process that holds it")
+        super().__init__(errno.EADDRINUSE, f"port {port} on {host} is in use")
         self.host, self.port = host, port
+
+    def __str__(self) -> str:
+        return str(self.strerror)
 
 
 class SimulatorServer:

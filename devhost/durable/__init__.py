@@ -1,0 +1,1 @@
+"""The Durable Functions side of devhost: history, replay through the SDK, the engine, storage, management API."""

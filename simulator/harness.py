@@ -1,0 +1,439 @@
+"""Drive simulated calls against the real bot from plain, synchronous code: tests, scenarios, the demo.
+
+`Simulation` starts the simulator (Graph and Teams) and the local host running `function_app.py` on
+loopback ports, in a background event loop, and points the bot's settings at the simulator. A test reads
+like the call it checks:
+
+    call = sim.dial(from_phone="+14255550100", to=sim.bot)
+    call.expect_prompt("welcome")
+    call.press("2")
+    call.expect_transfer(to="+14255550111")
+
+On the virtual clock (the default), time passes only while the test waits in an `expect_*` or `wait`,
+and jumps straight to the next thing due, so a whole IVR call takes milliseconds and runs the same way
+every time. On the real clock (the demo) everything takes as long as it would on a phone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import threading
+import uuid
+from collections.abc import Callable, Coroutine, Mapping
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from simulator.calls import Heard, Leg, Recording, SimCall
+from simulator.clock import Clock, RealClock, Stuck, VirtualClock
+from simulator.core import Bot, Meeting, Simulator
+from simulator.directory import Directory, Outcome
+from simulator.faults import Faults, GraphFault, NotificationFault
+from simulator.server import SimulatorServer
+from simulator.transcript import Transcript, render_all
+
+T = TypeVar("T")
+
+DEFAULT_APP_ID = "5e1ec7ed-0000-4000-8000-00000000b07a"
+DEFAULT_TENANT_ID = "7e7a7e7a-0000-4000-8000-000000007e7a"
+DEFAULT_NUMBER = "+14255550199"
+DEFAULT_INSTANCE_ID = "1a5ace00-0000-4000-8000-0000000001a5"
+
+#: Virtual seconds an expectation waits by default: long enough for any menu, short enough to fail fast.
+DEFAULT_WITHIN = 300.0
+
+
+class ExpectationFailed(AssertionError):
+    """An expectation was not met; the message carries the call's transcript."""
+
+
+@dataclass(frozen=True)
+class BotHandle:
+    """The bot under test as callers reach it."""
+
+    app_id: str
+    tenant_id: str
+    number: str
+    instance_id: str
+    url: str = ""
+
+    def __str__(self) -> str:
+        return self.number
+
+
+@dataclass
+class Simulation:
+    """The simulator plus the local host running the function app, on loopback, in a background loop."""
+
+    settings: Mapping[str, str] = field(default_factory=dict)
+    real_time: bool = False
+    app_id: str = DEFAULT_APP_ID
+    tenant_id: str = DEFAULT_TENANT_ID
+    number: str = DEFAULT_NUMBER
+    instance_id: str = DEFAULT_INSTANCE_ID
+    directory: Directory = field(default_factory=Directory)
+    faults: Faults = field(default_factory=Faults)
+    sim_port: int = 0
+    host_port: int = 0
+    store_path: str | None = None
+    app: Any = None
+    #: Real seconds any single wait may take before the simulation calls itself stuck.
+    wall_timeout: float = 30.0
+
+    def __post_init__(self) -> None:
+        self.clock: Clock = RealClock() if self.real_time else VirtualClock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._server: SimulatorServer | None = None
+        self._host: Any = None
+        self.sim: Simulator | None = None
+        self.bot = BotHandle(self.app_id, self.tenant_id, self.number, self.instance_id)
+        self.env: dict[str, str] = {}
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    def start(self) -> Simulation:
+        loop = asyncio.new_event_loop()
+        ready = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            loop.call_soon(ready.set)
+            loop.run_forever()
+
+        self._loop = loop
+        self._thread = threading.Thread(target=run, name="simulation", daemon=True)
+        self._thread.start()
+        ready.wait()
+        try:
+            self._run(self._start(), timeout=60)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    async def _start(self) -> None:
+        from devhost.host import DevHost  # imported late: devhost imports the function app
+        from functions import runtime
+
+        app = self.app
+        if app is None:
+            import function_app
+
+            app = function_app.app
+        sim = Simulator(clock=self.clock, bot=Bot(self.app_id, self.tenant_id, "", {self.number: self.instance_id}),
+                        directory=self.directory, faults=self.faults)
+        self.sim = sim
+        self._server = SimulatorServer(sim)
+        await self._server.start(port=self.sim_port)
+        self._host = DevHost(app, clock=self.clock, store=_store(self.store_path))
+        host_url = await self._host.start(host="127.0.0.1", port=self.host_port)
+        sim.bot.webhook_url = f"{host_url}/api/calls"
+        self.bot = BotHandle(self.app_id, self.tenant_id, self.number, self.instance_id, host_url)
+        self.env = {
+            "BOT_APP_ID": self.app_id,
+            "BOT_TENANT_ID": self.tenant_id,
+            "BOT_PUBLIC_URL": host_url,
+            "CALLING_OPENID_CONFIG_URL": self._server.openid_url,
+            "GRAPH_BASE_URL": self._server.graph_url,
+            "GRAPH_CREDENTIAL": "local",
+            **self.settings,
+        }
+        runtime.reset(runtime.build(self.env))
+
+    def close(self) -> None:
+        loop = self._loop
+        if loop is None:
+            return
+        if loop.is_running():
+            try:
+                self._run(self._stop(), timeout=30)
+            finally:
+                loop.call_soon_threadsafe(loop.stop)
+                if self._thread is not None:
+                    self._thread.join(timeout=10)
+        loop.close()
+        self._loop = None
+
+    async def _stop(self) -> None:
+        from azure.durable_functions.models.utils import http_utils
+
+        from functions import runtime
+
+        if self._host is not None:
+            await self._host.stop()
+        if self._server is not None:
+            await self._server.stop()
+        session = http_utils._client_session
+        if session is not None and not session.closed:
+            await session.close()
+        http_utils._client_session = None
+        runtime.reset()
+
+    def __enter__(self) -> Simulation:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- running things on the simulation's loop --------------------------------------------------
+
+    def _run(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        if self._loop is None:
+            raise RuntimeError("the simulation is not running; call start() or use it as a context manager")
+        future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        return future.result(timeout=timeout if timeout is not None else self.wall_timeout + 5)
+
+    def _do(self, action: Callable[[], T]) -> T:
+        async def call() -> T:
+            return action()
+
+        return self._run(call())
+
+    def _wait(self, condition: Callable[[], bool], within: float, what: str, call: SimCall | None) -> None:
+        async def wait() -> None:
+            await self.clock.run_until(condition, within=within, wall_timeout=self.wall_timeout)
+
+        try:
+            self._run(wait())
+        except (TimeoutError, Stuck) as exc:
+            raise ExpectationFailed(self._failure(what, str(exc), call)) from None
+
+    def _failure(self, what: str, why: str, call: SimCall | None) -> str:
+        transcripts = [call.transcript] if call is not None else self.transcripts()
+        return f"expected {what}, but {why}\n\n{render_all(transcripts)}"
+
+    # -- the Teams side -------------------------------------------------------------------------
+
+    @property
+    def simulator(self) -> Simulator:
+        if self.sim is None:
+            raise RuntimeError("the simulation is not running")
+        return self.sim
+
+    def dial(self, *, from_phone: str | None = None, from_user: str | None = None, to: Any = None,
+             display_name: str | None = None, policy_recording: bool = False) -> CallHandle:
+        """A caller rings the bot. `to`: the bot (default), its number, `instance:<id>`, or `app`."""
+        if (from_phone is None) == (from_user is None):
+            raise ValueError("give exactly one of from_phone or from_user")
+        source = from_phone if from_phone is not None else f"user:{from_user}"
+        target = str(to) if to is not None and not isinstance(to, BotHandle) else self.number
+        call = self._do(lambda: self.simulator.dial(source=source, to=target, display_name=display_name,
+                                                    policy_recording=policy_recording))
+        return CallHandle(self, call)
+
+    def callee(self, target: str, outcome: Outcome = "answer", *, after: float | None = None) -> None:
+        """How `target` behaves when the bot calls, transfers to, redirects to or invites it."""
+        self.directory.set(target, outcome, after)
+
+    def meeting(self, thread_id: str, organizer: str, attendees: list[str] | None = None) -> Meeting:
+        meeting = Meeting(thread_id, organizer, attendees or [])
+        self.simulator.meetings[thread_id] = meeting
+        return meeting
+
+    def fault(self, fault: GraphFault | NotificationFault) -> None:
+        if isinstance(fault, GraphFault):
+            self.faults.graph.append(fault)
+        else:
+            self.faults.notifications.append(fault)
+
+    def wait(self, seconds: float) -> None:
+        """Let time pass (virtual in tests), with everything that happens in it."""
+        self._run(self.clock.pass_time(seconds, wall_timeout=self.wall_timeout))
+
+    def calls(self) -> list[CallHandle]:
+        return [CallHandle(self, c) for c in self.simulator.calls.values()]
+
+    def call(self, call_id: str) -> CallHandle:
+        return CallHandle(self, self.simulator.calls[call_id])
+
+    def expect_call(self, to: str | None = None, *, within: float = DEFAULT_WITHIN) -> CallHandle:
+        """Wait for the bot to place a call (optionally to `to`) and return it."""
+        def placed() -> SimCall | None:
+            for candidate in self.simulator.calls.values():
+                if candidate.direction == "outgoing" and (to is None or candidate.remote == to
+                                                          or to in {leg_t for leg in candidate.legs
+                                                                    for leg_t in leg.targets}):
+                    return candidate
+            return None
+
+        self._wait(lambda: placed() is not None, within, f"the bot to place a call to {to or 'anyone'}", None)
+        found = placed()
+        assert found is not None
+        return CallHandle(self, found)
+
+    def http(self, method: str, path: str, body: Any = None,
+             headers: Mapping[str, str] | None = None) -> tuple[int, Any]:
+        """Call one of the function app's HTTP endpoints on the local host: `sim.http("POST", "/api/...")`."""
+        import aiohttp
+
+        async def send() -> tuple[int, Any]:
+            async with self.clock.busy(), aiohttp.ClientSession() as session, session.request(
+                    method, f"{self.bot.url}{path}", json=body, headers=dict(headers or {})) as response:
+                text = await response.text()
+                try:
+                    return response.status, await response.json(content_type=None) if text else None
+                except ValueError:
+                    return response.status, text
+
+        return self._run(send())
+
+    def transcripts(self) -> list[Transcript]:
+        return [c.transcript for c in self.simulator.calls.values()]
+
+    def transcript(self, *, color: bool = False) -> str:
+        return render_all(self.transcripts(), color=color)
+
+
+@dataclass
+class CallHandle:
+    """One simulated call, seen from the caller's side."""
+
+    simulation: Simulation
+    call: SimCall
+
+    @property
+    def id(self) -> str:
+        return self.call.id
+
+    @property
+    def state(self) -> str:
+        return self.call.state
+
+    @property
+    def heard(self) -> list[Heard]:
+        return list(self.call.heard)
+
+    @property
+    def transcript(self) -> Transcript:
+        return self.call.transcript
+
+    def _wait(self, condition: Callable[[], bool], within: float, what: str) -> None:
+        self.simulation._wait(condition, within, what, self.call)
+
+    # -- what the caller does -------------------------------------------------------------------
+
+    def press(self, digits: str) -> CallHandle:
+        """Press keys, one after another, as a person would (a quarter second apart)."""
+        sim = self.simulation.simulator
+        self.simulation._do(lambda: sim.press(self.call, digits))
+        self.simulation.wait(sim.tone_gap * max(len(digits) - 1, 0) + 1e-3)
+        return self
+
+    def speak(self, seconds: float) -> CallHandle:
+        """Talk for `seconds` into the next recording (a voicemail)."""
+        self.simulation._do(lambda: self.simulation.simulator.speak(self.call, seconds))
+        return self
+
+    def stay_silent(self) -> CallHandle:
+        self.simulation._do(lambda: self.simulation.simulator.speak(self.call, None))
+        return self
+
+    def wait(self, seconds: float) -> CallHandle:
+        self.simulation.wait(seconds)
+        return self
+
+    def hang_up(self) -> CallHandle:
+        self.simulation._do(lambda: self.simulation.simulator.hang_up(self.call))
+        self.simulation.wait(0.001)
+        return self
+
+    def participant_joining(self, participant: str) -> dict[str, Any]:
+        """A recorded group gains a participant; returns what the bot answered to the joining notification."""
+        count = len(self.call.joining_responses)
+        self.simulation._do(lambda: self.simulation.simulator.participant_joining(self.call, participant))
+        self._wait(lambda: len(self.call.joining_responses) > count, 10, "the bot to answer the join")
+        return self.call.joining_responses[-1]
+
+    # -- what the caller expects ----------------------------------------------------------------
+
+    def expect_answered(self, *, within: float = 15.0) -> CallHandle:
+        self._wait(lambda: self.call.answered_at is not None or self.call.ended, within, "the bot to answer")
+        if self.call.answered_at is None:
+            raise ExpectationFailed(self.simulation._failure("the bot to answer", "the call ended", self.call))
+        return self
+
+    def expect_prompt(self, name: str, *, within: float = DEFAULT_WITHIN, to_the_end: bool = True) -> Heard:
+        """Wait until the caller hears prompt `name` (its file name without .wav); by default, to its end."""
+        seen = {id(h) for h in self.call.heard if h.name == name and h.outcome != "playing"}
+
+        def heard() -> Heard | None:
+            for item in self.call.heard:
+                if item.name == name and id(item) not in seen and (item.outcome != "playing" or not to_the_end):
+                    return item
+            return None
+
+        self._wait(lambda: heard() is not None or self.call.ended, within, f"prompt {name!r}")
+        found = heard()
+        if found is None:
+            raise ExpectationFailed(self.simulation._failure(f"prompt {name!r}", "the call ended", self.call))
+        return found
+
+    def _expect_leg(self, kind: str, to: str | None, outcome: str | None, within: float) -> Leg:
+        def leg() -> Leg | None:
+            for item in self.call.legs:
+                if item.kind == kind and (to is None or to in item.targets):
+                    return item
+            return None
+
+        what = f"a {kind}" + (f" to {to}" if to else "") + (f" ({outcome})" if outcome else "")
+        self._wait(lambda: leg() is not None or self.call.ended, within, what)
+        found = leg()
+        if found is None:
+            raise ExpectationFailed(self.simulation._failure(what, "the call ended without one", self.call))
+        if outcome is not None:
+            self._wait(lambda: found.outcome != "ringing", within, what)
+            if found.outcome != outcome:
+                raise ExpectationFailed(self.simulation._failure(what, f"it ended {found.outcome}", self.call))
+        return found
+
+    def expect_transfer(self, to: str | None = None, *, outcome: str | None = "answered",
+                        within: float = DEFAULT_WITHIN) -> Leg:
+        """Wait for the bot to transfer this caller (to `to`); by default also that the target answered."""
+        return self._expect_leg("transfer", to, outcome, within)
+
+    def expect_redirect(self, to: str | None = None, *, outcome: str | None = "answered",
+                        within: float = DEFAULT_WITHIN) -> Leg:
+        return self._expect_leg("redirect", to, outcome, within)
+
+    def expect_invite(self, to: str | None = None, *, outcome: str | None = "answered",
+                      within: float = DEFAULT_WITHIN) -> Leg:
+        return self._expect_leg("invite", to, outcome, within)
+
+    def expect_recording(self, *, within: float = DEFAULT_WITHIN, downloaded: bool = False) -> Recording:
+        """Wait for a recording of the caller (a voicemail) to be captured; optionally, fetched by the bot."""
+        self._wait(lambda: (bool(self.call.recordings) and (not downloaded or self.call.recordings[-1].downloaded > 0))
+                   or (self.call.ended and not self.call.recordings), within, "a recording")
+        if not self.call.recordings:
+            raise ExpectationFailed(self.simulation._failure("a recording", "the call ended without one", self.call))
+        return self.call.recordings[-1]
+
+    def expect_ended(self, *, code: int | None = None, subcode: int | None = None,
+                     within: float = DEFAULT_WITHIN) -> dict[str, Any]:
+        self._wait(lambda: self.call.ended, within, "the call to end")
+        result = dict(self.call.result_info or {})
+        for key, wanted in (("code", code), ("subcode", subcode)):
+            if wanted is not None and result.get(key) != wanted:
+                raise ExpectationFailed(self.simulation._failure(
+                    f"the call to end with {key} {wanted}", f"it ended with {result.get(key)}", self.call))
+        return result
+
+    def expect_state(self, state: str, *, within: float = DEFAULT_WITHIN) -> CallHandle:
+        self._wait(lambda: self.call.state == state, within, f"the call to be {state}")
+        return self
+
+
+def _store(path: str | None) -> Any:
+    """None: histories in memory (SQLite :memory:); a path: a SQLite file the host opens and closes."""
+    return None if path is None else str(Path(path))
+
+
+def unique_number() -> str:
+    """A fictional +1 425 555 01xx number, for tests that need many distinct callers."""
+    return f"+1425555{uuid.uuid4().int % 10000:04d}"
+
+
+def env_flag(name: str) -> bool:
+    return os.environ.get(name, "").lower() in ("1", "true", "yes")

@@ -1,0 +1,336 @@
+"""Scenarios: a whole simulated call written down in YAML, run against the real bot on the local host.
+
+A scenario says who calls whom, what the caller does, how the parties the bot rings behave, which faults
+Graph shows, and what must happen. The format is in docs/testing-flows.md; every problem in a file is
+reported as `FILE:LINE:COLUMN: field: message`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from calling.yamlsource import Document, PathKey, SourceError, SourceErrors, load_file, load_text
+from simulator.directory import OUTCOMES, Behaviour, Directory
+from simulator.faults import NOTIFICATION_FAULTS, Faults, GraphFault, NotificationFault
+
+ACTIONS = ("press", "speak", "silence", "wait", "hang_up", "expect")
+EXPECTATIONS = ("answered", "prompt", "transfer", "redirect", "invite", "recording", "ended", "state")
+LEG_OUTCOMES = ("answered", "declined", "busy", "no_answer", "failed", "any")
+
+
+@dataclass(frozen=True)
+class Step:
+    action: str
+    args: Mapping[str, Any]
+    line: int
+    text: str
+
+    def __str__(self) -> str:
+        return self.text
+
+
+@dataclass(frozen=True)
+class CallSpec:
+    source: str
+    to: str = "bot"
+    policy_recording: bool = False
+    display_name: str | None = None
+
+
+@dataclass
+class Scenario:
+    file: str
+    name: str
+    call: CallSpec
+    steps: list[Step]
+    settings: dict[str, str] = field(default_factory=dict)
+    real_time: bool = False
+    directory: Directory = field(default_factory=Directory)
+    faults: Faults = field(default_factory=Faults)
+    meetings: list[tuple[str, str, list[str]]] = field(default_factory=list)
+
+
+def load_scenario(path: str | Path) -> Scenario:
+    return _build(load_file(path))
+
+
+def parse_scenario(text: str, file: str = "<scenario>") -> Scenario:
+    return _build(load_text(text, file))
+
+
+class _Reader:
+    def __init__(self, doc: Document) -> None:
+        self.doc = doc
+        self.errors: list[SourceError] = []
+
+    def fail(self, path: PathKey, message: str) -> None:
+        self.errors.append(self.doc.error(path, message))
+
+    def mapping(self, value: Any, path: PathKey, allowed: set[str]) -> Mapping[str, Any]:
+        if not isinstance(value, Mapping):
+            self.fail(path, "expected a mapping")
+            return {}
+        for key in value:
+            if key not in allowed:
+                self.fail((*path, key), f"unknown field; expected one of {', '.join(sorted(allowed))}")
+        return value
+
+    def text(self, value: Any, path: PathKey, *, required: bool = True) -> str | None:
+        if value is None and not required:
+            return None
+        if not isinstance(value, str) or not value:
+            self.fail(path, "expected text")
+            return None
+        return value
+
+    def number(self, value: Any, path: PathKey, *, minimum: float = 0.0) -> float | None:
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < minimum:
+            self.fail(path, f"expected a number of seconds ≥ {minimum:g}")
+            return None
+        return float(value)
+
+
+def _target(reader: _Reader, value: Any, path: PathKey) -> str | None:
+    text = reader.text(value, path)
+    if text is None:
+        return None
+    if text.startswith("+") and text[1:].isdigit() and 7 <= len(text) <= 16:
+        return text
+    if text.partition(":")[0] in ("user", "instance", "app", "guest") and text.partition(":")[2]:
+        return text
+    reader.fail(path, f"{text!r} is not a party: use +E164, user:<id>, instance:<id>")
+    return None
+
+
+def _build(doc: Document) -> Scenario:
+    r = _Reader(doc)
+    top = r.mapping(doc.data, (), {"name", "settings", "clock", "callees", "faults", "meetings", "call", "steps"})
+    name = r.text(top.get("name", Path(doc.file).stem), ("name",)) or ""
+    settings: dict[str, str] = {}
+    for key, value in r.mapping(top.get("settings", {}), ("settings",), set(top.get("settings") or {})).items():
+        if not isinstance(value, str | int | float | bool):
+            r.fail(("settings", key), "expected a value")
+        settings[str(key)] = str(value).lower() if isinstance(value, bool) else str(value)
+    clock = top.get("clock", "virtual")
+    if clock not in ("virtual", "real"):
+        r.fail(("clock",), "expected virtual or real")
+    directory = Directory()
+    for target, raw_spec in r.mapping(top.get("callees", {}), ("callees",), set(top.get("callees") or {})).items():
+        path: PathKey = ("callees", target)
+        if _target(r, target, path) is None:
+            continue
+        spec = r.mapping({"outcome": raw_spec} if isinstance(raw_spec, str) else raw_spec, path, {"outcome", "after"})
+        outcome = spec.get("outcome", "answer")
+        if outcome not in OUTCOMES:
+            r.fail((*path, "outcome"), f"expected one of {', '.join(OUTCOMES)}")
+            continue
+        after = r.number(spec["after"], (*path, "after")) if "after" in spec else None
+        directory.set(target, outcome, after)
+    faults = _faults(r, top.get("faults", {}))
+    meetings = []
+    for index, raw in enumerate(top.get("meetings") or []):
+        path = ("meetings", index)
+        spec = r.mapping(raw, path, {"thread", "organizer", "attendees"})
+        thread = r.text(spec.get("thread"), (*path, "thread"))
+        organizer = _target(r, spec.get("organizer"), (*path, "organizer"))
+        attendees = [a for i, a in enumerate(spec.get("attendees") or [])
+                     if _target(r, a, (*path, "attendees", i))]
+        if thread and organizer:
+            meetings.append((thread, organizer, attendees))
+    call_spec = r.mapping(top.get("call"), ("call",), {"from", "to", "policy_recording", "display_name"})
+    source = _target(r, call_spec.get("from"), ("call", "from"))
+    to = call_spec.get("to", "bot")
+    if to not in ("bot", "app"):
+        _target(r, to, ("call", "to"))
+    steps = _steps(r, top.get("steps"))
+    if r.errors:
+        raise SourceErrors(r.errors)
+    return Scenario(doc.file, name, CallSpec(source or "", str(to), bool(call_spec.get("policy_recording")),
+                                             call_spec.get("display_name")),
+                    steps, settings, clock == "real", directory, faults, meetings)
+
+
+def _faults(r: _Reader, raw: Any) -> Faults:
+    faults = Faults()
+    spec = r.mapping(raw or {}, ("faults",), {"graph", "notifications"})
+    for index, raw_item in enumerate(spec.get("graph") or []):
+        path: PathKey = ("faults", "graph", index)
+        item = r.mapping(raw_item, path, {"action", "status", "times", "retry_after", "delay"})
+        try:
+            faults.graph.append(GraphFault(str(item.get("action", "*")), int(item.get("status", 503)),
+                                           int(item.get("times", 1)),
+                                           float(item["retry_after"]) if "retry_after" in item else None,
+                                           float(item.get("delay", 0.0))))
+        except (TypeError, ValueError) as exc:
+            r.fail(path, str(exc))
+    for index, raw_fault in enumerate(spec.get("notifications") or []):
+        path = ("faults", "notifications", index)
+        fault = r.mapping(raw_fault, path, {"match", "kind", "times", "seconds"})
+        kind = fault.get("kind")
+        if kind not in NOTIFICATION_FAULTS:
+            r.fail((*path, "kind"), f"expected one of {', '.join(NOTIFICATION_FAULTS)}")
+            continue
+        try:
+            faults.notifications.append(NotificationFault(str(fault.get("match", "*")), kind,
+                                                          int(fault.get("times", 1)),
+                                                          float(fault.get("seconds", 5.0))))
+        except (TypeError, ValueError) as exc:
+            r.fail(path, str(exc))
+    return faults
+
+
+def _steps(r: _Reader, raw: Any) -> list[Step]:
+    if not isinstance(raw, list) or not raw:
+        r.fail(("steps",), "expected a list of steps")
+        return []
+    steps = []
+    for index, raw_step in enumerate(raw):
+        path: PathKey = ("steps", index)
+        line = r.doc.where(path)[0]
+        item = {raw_step: None} if isinstance(raw_step, str) else raw_step
+        if not isinstance(item, Mapping) or len(item) != 1:
+            r.fail(path, f"a step is one of {', '.join(ACTIONS)}")
+            continue
+        ((action, value),) = item.items()
+        if action not in ACTIONS:
+            r.fail(path, f"unknown step {action!r}; expected one of {', '.join(ACTIONS)}")
+            continue
+        args = _step_args(r, action, value, (*path, action))
+        if args is not None:
+            steps.append(Step(action, args, line, _describe(action, value)))
+    return steps
+
+
+def _step_args(r: _Reader, action: str, value: Any, path: PathKey) -> dict[str, Any] | None:
+    if action == "press":
+        digits = str(value) if isinstance(value, str | int) else ""
+        if not digits or any(d.upper() not in "0123456789*#ABCD" for d in digits):
+            r.fail(path, "expected keys to press (0-9, *, #)")
+            return None
+        return {"digits": digits}
+    if action in ("speak", "wait"):
+        seconds = r.number(value, path)
+        return None if seconds is None else {"seconds": seconds}
+    if action in ("silence", "hang_up"):
+        return {}
+    if isinstance(value, str):
+        value = {value: None}
+    if not isinstance(value, Mapping) or not value:
+        r.fail(path, f"expected one of {', '.join(EXPECTATIONS)}")
+        return None
+    kinds = [k for k in value if k in EXPECTATIONS]
+    if len(kinds) != 1:
+        r.fail(path, f"expect exactly one of {', '.join(EXPECTATIONS)}")
+        return None
+    kind = kinds[0]
+    allowed = {kind, "within"} | ({"outcome"} if kind in ("transfer", "redirect", "invite") else set())
+    spec = r.mapping(value, path, allowed)
+    args: dict[str, Any] = {"expect": kind, "value": spec[kind]}
+    if "within" in spec:
+        args["within"] = r.number(spec["within"], (*path, "within"))
+    if "outcome" in spec:
+        if spec["outcome"] not in LEG_OUTCOMES:
+            r.fail((*path, "outcome"), f"expected one of {', '.join(LEG_OUTCOMES)}")
+        args["outcome"] = None if spec["outcome"] == "any" else spec["outcome"]
+    if kind in ("transfer", "redirect", "invite") and spec[kind] is not None:
+        _target(r, spec[kind], (*path, kind))
+    if kind == "prompt":
+        r.text(spec[kind], (*path, kind))
+    if kind == "ended" and spec[kind] is not None:
+        r.mapping(spec[kind], (*path, kind), {"code", "subcode"})
+    return args
+
+
+def _describe(action: str, value: Any) -> str:
+    if value is None:
+        return action.replace("_", " ")
+    if isinstance(value, Mapping):
+        inner = ", ".join(f"{k} {v}" if v is not None else str(k) for k, v in value.items())
+        return f"{action} {inner}"
+    return f"{action} {value}"
+
+
+# -- running -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Outcome:
+    passed: bool
+    failed_step: Step | None
+    message: str
+    transcript: str
+    transcript_json: list[dict[str, Any]]
+
+
+def run_scenario(scenario: Scenario, *, real_time: bool | None = None, settings: Mapping[str, str] | None = None,
+                 progress: Callable[[str], None] | None = None, ports: tuple[int, int] = (0, 0)) -> Outcome:
+    """Run `scenario` against the bot on the local host; `progress` hears each step as it starts."""
+    from simulator.harness import ExpectationFailed, Simulation
+
+    sim = Simulation(settings={**scenario.settings, **(settings or {})},
+                     real_time=scenario.real_time if real_time is None else real_time,
+                     directory=scenario.directory, faults=scenario.faults, sim_port=ports[0], host_port=ports[1])
+    with sim:
+        for thread, organizer, attendees in scenario.meetings:
+            sim.meeting(thread, organizer, attendees)
+        source = scenario.call.source
+        to = None if scenario.call.to == "bot" else scenario.call.to
+        call = sim.dial(from_phone=source if source.startswith("+") else None,
+                        from_user=None if source.startswith("+") else source.partition(":")[2],
+                        to=to, display_name=scenario.call.display_name,
+                        policy_recording=scenario.call.policy_recording)
+        failed: Step | None = None
+        message = ""
+        for step in scenario.steps:
+            if progress is not None:
+                progress(f"{scenario.file}:{step.line}: {step}")
+            try:
+                _perform(call, step)
+            except ExpectationFailed as exc:
+                failed, message = step, f"{scenario.file}:{step.line}: {step}: {str(exc).split(chr(10))[0]}"
+                break
+        text = sim.transcript()
+        data = [t.to_json() for t in sim.transcripts()]
+    return Outcome(failed is None, failed, message, text, data)
+
+
+def _perform(call: Any, step: Step) -> None:
+    args = step.args
+    if step.action == "press":
+        call.press(args["digits"])
+    elif step.action == "speak":
+        call.speak(args["seconds"])
+    elif step.action == "silence":
+        call.stay_silent()
+    elif step.action == "wait":
+        call.wait(args["seconds"])
+    elif step.action == "hang_up":
+        call.hang_up()
+    else:
+        _expect(call, args)
+
+
+def _expect(call: Any, args: Mapping[str, Any]) -> None:
+    kind, value = args["expect"], args["value"]
+    within = {"within": args["within"]} if args.get("within") is not None else {}
+    if kind == "answered":
+        call.expect_answered(**within)
+    elif kind == "prompt":
+        call.expect_prompt(value, **within)
+    elif kind in ("transfer", "redirect", "invite"):
+        outcome = {"outcome": args["outcome"]} if "outcome" in args else {}
+        getattr(call, f"expect_{kind}")(value, **outcome, **within)
+    elif kind == "recording":
+        call.expect_recording(**within)
+    elif kind == "ended":
+        spec = value or {}
+        call.expect_ended(code=spec.get("code"), subcode=spec.get("subcode"), **within)
+    elif kind == "state":
+        call.expect_state(value, **within)
+
+
+def describe_behaviour(behaviour: Behaviour) -> str:
+    return f"{behaviour.outcome} after {behaviour.after:g} s"
