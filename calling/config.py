@@ -60,7 +60,10 @@ class Settings:
     certificate_path: str | None = None
     client_secret: str | None = None
     routing_policy_path: str | None = None
-    default_flow: str = "main"
+    default_flow: str = "main-menu"
+    flows_dir: str = "flows"
+    prompts_base_url: str = ""
+    recordings_dir: str | None = None
     max_body_bytes: int = 4 * 1024 * 1024
     graph_retry_budget_seconds: float = 10.0
     handoff_transport: HandoffKind = "none"
@@ -146,6 +149,11 @@ class Settings:
         if routing and not Path(routing).is_file():
             problems.append(f"ROUTING_POLICY_PATH {routing!r} is not a file")
 
+        flows_dir = text("FLOWS_DIR", "flows") or "flows"
+        if not Path(flows_dir).is_dir():
+            problems.append(f"FLOWS_DIR {flows_dir!r} is not a folder (the flow files and their prompts)")
+        prompts = url("PROMPTS_BASE_URL", f"{public_url}/api/prompts" if public_url else None)
+
         max_body = number("WEBHOOK_MAX_BODY_BYTES", 4 * 1024 * 1024, 1024, 64 * 1024 * 1024)
         budget = number("GRAPH_RETRY_BUDGET_SECONDS", 10.0, 0, 60)
 
@@ -163,7 +171,10 @@ class Settings:
             certificate_path=cert,
             client_secret=secret,
             routing_policy_path=routing,
-            default_flow=text("DEFAULT_FLOW", "main") or "main",
+            default_flow=text("DEFAULT_FLOW", "main-menu") or "main-menu",
+            flows_dir=flows_dir,
+            prompts_base_url=prompts,
+            recordings_dir=text("RECORDINGS_DIR"),
             max_body_bytes=int(max_body),
             graph_retry_budget_seconds=budget,
             handoff_transport=handoff,

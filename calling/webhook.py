@@ -12,7 +12,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Protocol
@@ -22,11 +22,16 @@ from calling.auth import AuthError, Caller, NotificationAuthenticator
 from calling.config import Settings
 from calling.errors import GraphError
 from calling.events import CallEvent, CallStateChanged, IncomingCall, ParticipantJoining
-from calling.graph import CallControl, Prompt, ServiceHostedMedia
+from calling.flows import commands as c
+from calling.flows.events import party_fact
+from calling.flows.prompts import prefetch
+from calling.graph import CallControl, ServiceHostedMedia
 from calling.handoff import HandoffMessage, HandoffTransport, deadline_for
 from calling.identities import Party
 from calling.notifications import LegacyNotificationError, NotificationError, parse_body
-from calling.routing import Answer, Decision, HandOff, Redirect, Reject, Router
+from calling.routing import Answer, Decision, HandOff, Redirect, Reject, Router, parse_target
+from calling.session import FlowLibrary, FlowNotFound, Session, open_call
+from calling.yamlsource import SourceErrors
 
 log = logging.getLogger("calling.webhook")
 
@@ -46,9 +51,13 @@ class WebhookResponse:
 
 
 class CallEventSink(Protocol):
-    """Where a call's later notifications go. Returns False when no one runs that call (logged, dropped)."""
+    """Where a call's session runs: started when the call is answered, then fed the call's notifications."""
 
-    async def deliver(self, call_id: str, notifications: list[Mapping[str, Any]]) -> bool: ...
+    async def deliver(self, call_id: str, notifications: list[Mapping[str, Any]]) -> bool:
+        """Returns False when no one runs that call (logged, dropped)."""
+
+    async def start(self, call_id: str, session: Mapping[str, Any]) -> None:
+        """Start the call's session (the `call_session` orchestration, instance id = call id)."""
 
 
 class CallControlSource(Protocol):
@@ -88,7 +97,7 @@ class Webhook:
         router: Router,
         calls: CallControlSource,
         handoff: HandoffTransport | None = None,
-        prefetch: Callable[[str], Sequence[Prompt]] = lambda flow: (),
+        flows: FlowLibrary | None = None,
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
@@ -97,7 +106,7 @@ class Webhook:
         self._router = router
         self._calls = calls
         self._handoff = handoff
-        self._prefetch = prefetch
+        self._flows = flows
         self._clock = clock
         self._now = now
         self._recent = RecentCalls(clock=clock)
@@ -143,7 +152,7 @@ class Webhook:
         for event in events:
             with telemetry.correlation(call_id=event.call_id):
                 if isinstance(event, IncomingCall):
-                    await self._incoming(event, caller, received, received_at)
+                    await self._incoming(event, caller, received, received_at, sink)
                     continue
                 if isinstance(event, ParticipantJoining):
                     joining = self._joining_response(event)
@@ -176,7 +185,8 @@ class Webhook:
         if not delivered:
             log.info("no orchestration runs this call: %d notification(s) logged and dropped", len(notifications))
 
-    async def _incoming(self, call: IncomingCall, caller: Caller, received: float, received_at: datetime) -> None:
+    async def _incoming(self, call: IncomingCall, caller: Caller, received: float, received_at: datetime,
+                        sink: CallEventSink | None) -> None:
         if not self._recent.first_time(call.call_id):
             log.info("duplicate incoming-call notification ignored")
             return
@@ -190,7 +200,7 @@ class Webhook:
         deadline = received + window - SAFETY_MARGIN_SECONDS
         control = self._calls.for_tenant(caller.tenant_id)
         try:
-            handed_off = await self._act(call, decision, control, caller, deadline, received, received_at)
+            handed_off = await self._act(call, decision, control, caller, deadline, received, received_at, sink)
         except GraphError as exc:
             log.error("acting on the incoming call failed: %s", exc)
             telemetry.emit("call.action_failed", action=exc.action, rule=decision.rule, status=exc.status,
@@ -214,17 +224,58 @@ class Webhook:
             telemetry.emit("call.handed_off", reason=decision.reason, rule=decision.rule, latency_ms=latency_ms)
 
     async def _act(self, call: IncomingCall, decision: Decision, control: CallControl, caller: Caller,
-                   deadline: float, received: float, received_at: datetime) -> bool:
+                   deadline: float, received: float, received_at: datetime, sink: CallEventSink | None) -> bool:
         """Perform the decision; True when the call was handed off to media."""
         if isinstance(decision, Answer):
-            media = ServiceHostedMedia(prefetch=tuple(self._prefetch(decision.flow)))
-            await control.answer(call.call_id, media=media, deadline=deadline)
-        elif isinstance(decision, Reject):
+            if self._flows is None or sink is None:
+                await control.answer(call.call_id, media=ServiceHostedMedia(), deadline=deadline)
+                return False
+            return await self._answer(call, decision, control, caller, deadline, received, received_at, sink,
+                                      self._flows)
+        if isinstance(decision, Reject):
             await control.reject(call.call_id, reason=decision.reason, deadline=deadline)  # type: ignore[arg-type]
         elif isinstance(decision, Redirect):
             await control.redirect(call.call_id, decision.targets, timeout=decision.timeout, deadline=deadline)
         elif isinstance(decision, HandOff):
             return await self._hand_off(call, decision, control, caller, deadline, received, received_at)
+        return False
+
+    async def _answer(self, call: IncomingCall, decision: Answer, control: CallControl, caller: Caller,
+                      deadline: float, received: float, received_at: datetime, sink: CallEventSink,
+                      flows: FlowLibrary) -> bool:
+        """Run the flow's first step before answering: it may redirect, reject or hand off instead.
+
+        The session starts before the answer, so the call's first notifications find it running.
+        """
+        try:
+            bundle = flows.bundle(decision.flow)
+        except (FlowNotFound, SourceErrors) as exc:
+            log.error("flow %r cannot run, rejecting the call busy: %s", decision.flow, exc)
+            telemetry.emit("call.flow_unavailable", flow=decision.flow, rule=decision.rule, error=str(exc)[:500])
+            await control.reject(call.call_id, reason="busy", deadline=deadline)
+            return False
+        target = call.targets[0] if call.targets else None
+        opening = open_call(bundle, caller=party_fact(call.source.kind, call.source.id),
+                            called=party_fact(target.kind, target.id) if target else "", at=received_at)
+        leaving = opening.leaving
+        if isinstance(leaving, c.Redirect):
+            await control.redirect(call.call_id, [parse_target(t) for t in leaving.targets], timeout=leaving.timeout,
+                                   deadline=deadline)
+            return False
+        if isinstance(leaving, c.HangUp):
+            await control.reject(call.call_id, reason="none", deadline=deadline)
+            return False
+        if isinstance(leaving, c.HandOff):
+            return await self._hand_off(call, HandOff(reason=leaving.reason, rule=decision.rule), control, caller,
+                                        deadline, received, received_at)
+        session = Session(call.call_id, caller.tenant_id, decision.flow, opening.state, list(opening.commands))
+        try:
+            await sink.start(call.call_id, session.to_json())
+        except Exception:
+            log.exception("starting the call's session failed: rejecting it busy rather than answering to silence")
+            await control.reject(call.call_id, reason="busy", deadline=deadline)
+            return False
+        await control.answer(call.call_id, media=prefetch(bundle, flows.prompts_base_url), deadline=deadline)
         return False
 
     async def _hand_off(self, call: IncomingCall, decision: HandOff, control: CallControl, caller: Caller,

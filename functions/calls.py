@@ -38,6 +38,11 @@ class DurableEventSink:
             raise
         return True
 
+    async def start(self, call_id: str, session: Mapping[str, Any]) -> None:
+        from orchestrations.call_session import ORCHESTRATOR
+
+        await self._client.start_new(ORCHESTRATOR, call_id, dict(session))
+
 
 @bp.route(route="calls", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 @bp.durable_client_input(client_name="client")

@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
 
 from calling import telemetry
+from calling.actions import FolderStore, RecordingStore
 from calling.auth import NotificationAuthenticator, SigningKeys
 from calling.config import ConfigError, Settings
 from calling.graphclient import CallControls
 from calling.handoff import HandoffTransport, InProcessTransport
 from calling.routing import Router, default_policy, load_policy
+from calling.session import FlowLibrary
 from calling.webhook import Webhook
 from calling.yamlsource import SourceErrors
 
@@ -31,6 +35,8 @@ class Runtime:
     webhook: Webhook
     calls: CallControls
     handoff: HandoffTransport | None
+    flows: FlowLibrary
+    recordings: RecordingStore | None
 
 
 class NotConfigured(Exception):
@@ -45,7 +51,8 @@ _runtime: Runtime | None = None
 _failure: str | None = None
 
 
-def build(env: Mapping[str, str]) -> Runtime:
+def build(env: Mapping[str, str], *, now: Callable[[], datetime] | None = None) -> Runtime:
+    """`now`: the webhook's clock (the local host's virtual clock in tests; wall-clock UTC otherwise)."""
     settings = Settings.from_env(env)
     telemetry.configure(settings.appinsights_connection_string)
     keys = SigningKeys(settings.openid_config_url)
@@ -56,8 +63,11 @@ def build(env: Mapping[str, str]) -> Runtime:
     calls = CallControls(settings)
     handoff: HandoffTransport | None = InProcessTransport() if settings.handoff_transport == "inprocess" else None
     router = Router(policy, bot_app_id=settings.bot_app_id)
-    webhook = Webhook(settings=settings, authenticator=authenticator, router=router, calls=calls, handoff=handoff)
-    return Runtime(settings, webhook, calls, handoff)
+    flows = FlowLibrary(Path(settings.flows_dir), settings.prompts_base_url)
+    recordings = FolderStore(Path(settings.recordings_dir)) if settings.recordings_dir else None
+    webhook = Webhook(settings=settings, authenticator=authenticator, router=router, calls=calls, handoff=handoff,
+                      flows=flows, **({"now": now} if now is not None else {}))
+    return Runtime(settings, webhook, calls, handoff, flows, recordings)
 
 
 def get() -> Runtime:

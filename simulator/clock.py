@@ -21,8 +21,9 @@ from typing import Protocol
 
 Callback = Callable[[], object]
 
-#: Where virtual time starts unless told otherwise: a Tuesday morning, inside business hours in most zones.
-DEFAULT_EPOCH = datetime(2026, 3, 3, 15, 0, 0, tzinfo=UTC)
+#: Where virtual time starts unless told otherwise: Tuesday 3 March 2026, 10:00 in Seattle (18:00 UTC),
+#: inside the sample flows' business hours.
+DEFAULT_EPOCH = datetime(2026, 3, 3, 18, 0, 0, tzinfo=UTC)
 
 
 class Stuck(Exception):

@@ -128,6 +128,11 @@ class Outbox:
                    "X-Microsoft-Skype-Message-ID": str(uuid.uuid4()),
                    "Scenario-ID": str(uuid.uuid4())}
         self.posts += 1
+        marks = []
+        for pending in batch:
+            if pending.summary:
+                call.transcript.add(sim.now(), "to-bot", pending.summary, label=pending.label)
+                marks.append((len(call.transcript.entries) - 1, pending))
         try:
             async with sim.session.post(call.callback_uri, data=body, headers=headers,
                                         timeout=aiohttp.ClientTimeout(total=30)) as response:
@@ -135,10 +140,13 @@ class Outbox:
                 text = await response.text()
         except (aiohttp.ClientError, TimeoutError) as exc:
             status, text = 0, f"{type(exc).__name__}: {exc}"
+        outcome = f"{status}" if status else f"not delivered ({text})"
+        for index, pending in marks:
+            entry = call.transcript.entries[index]
+            call.transcript.entries[index] = type(entry)(entry.at, entry.direction, f"{pending.summary}  [{outcome}]",
+                                                         entry.detail)
+        sim.clock.changed()
         for pending in batch:
-            if pending.summary:
-                outcome = f"{status}" if status else f"not delivered ({text})"
-                sim.note(call, f"{pending.summary}  [{outcome}]", "to-bot", label=pending.label)
             if pending.label == "joining":
                 response_body = _json_or_text(text)
                 call.joining_responses.append({"status": status, "body": response_body})

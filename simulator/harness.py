@@ -18,16 +18,18 @@ from __future__ import annotations
 
 import asyncio
 import os
+import tempfile
 import threading
 import uuid
 from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
 from simulator.calls import Heard, Leg, Recording, SimCall
-from simulator.clock import Clock, RealClock, Stuck, VirtualClock
+from simulator.clock import DEFAULT_EPOCH, Clock, RealClock, Stuck, VirtualClock
 from simulator.core import Bot, Meeting, Simulator
 from simulator.directory import Directory, Outcome
 from simulator.faults import Faults, GraphFault, NotificationFault
@@ -81,9 +83,13 @@ class Simulation:
     app: Any = None
     #: Real seconds any single wait may take before the simulation calls itself stuck.
     wall_timeout: float = 30.0
+    #: When the virtual clock starts (UTC); default: a Tuesday, 10:00 in Seattle.
+    starts_at: datetime | None = None
 
     def __post_init__(self) -> None:
-        self.clock: Clock = RealClock() if self.real_time else VirtualClock()
+        self.clock: Clock = RealClock() if self.real_time else VirtualClock(self.starts_at or DEFAULT_EPOCH)
+        self._scratch = tempfile.TemporaryDirectory(prefix="teams-calling-sim-")
+        self.recordings_dir = Path(self._scratch.name) / "recordings"
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._server: SimulatorServer | None = None
@@ -139,13 +145,15 @@ class Simulation:
             "CALLING_OPENID_CONFIG_URL": self._server.openid_url,
             "GRAPH_BASE_URL": self._server.graph_url,
             "GRAPH_CREDENTIAL": "local",
+            "RECORDINGS_DIR": str(self.recordings_dir),
             **self.settings,
         }
-        runtime.reset(runtime.build(self.env))
+        runtime.reset(runtime.build(self.env, now=self.clock.now))
 
     def close(self) -> None:
         loop = self._loop
         if loop is None:
+            self._scratch.cleanup()
             return
         if loop.is_running():
             try:
@@ -156,6 +164,7 @@ class Simulation:
                     self._thread.join(timeout=10)
         loop.close()
         self._loop = None
+        self._scratch.cleanup()
 
     async def _stop(self) -> None:
         from azure.durable_functions.models.utils import http_utils

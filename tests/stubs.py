@@ -132,6 +132,11 @@ class LoopbackServer:
             if not self.jwks_available:
                 return web.Response(status=503)
             return web.json_response({"keys": [s.jwk() for s in self.signers]})
+        if path.startswith("/durabletask/orchestrators/"):
+            instance = path.rstrip("/").split("/")[-1]
+            self.instances.add(instance)
+            return web.json_response({"id": instance, "statusQueryGetUri": f"{self.url}/status/{instance}"},
+                                     status=202)
         if path.startswith("/durabletask/instances/"):
             instance = path.split("/")[3]
             return web.Response(status=202 if instance in self.instances else 404)

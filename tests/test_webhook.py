@@ -93,9 +93,26 @@ async def test_incoming_call_is_answered_inline(server: LoopbackServer, post: Po
     assert response.status_code == 202
     [answer] = answers(server)
     assert answer.path == "/v1.0/communications/calls/call-1/answer"
-    assert answer.json == {"callbackUri": "https://bot.example.com/api/calls", "acceptedModalities": ["audio"],
-                           "mediaConfig": {"@odata.type": "#microsoft.graph.serviceHostedMediaConfig"}}
-    assert validate_request("POST", "/communications/calls/call-1/answer", answer.json) == []
+    body = answer.json
+    assert body["callbackUri"] == "https://bot.example.com/api/calls"
+    assert body["acceptedModalities"] == ["audio"]
+    media = body["mediaConfig"]
+    assert media["@odata.type"] == "#microsoft.graph.serviceHostedMediaConfig"
+    # the default flow's prompts are prefetched, served by the app itself, with content-hash versions
+    uris = [m["uri"] for m in media["preFetchMedia"]]
+    assert "https://bot.example.com/api/prompts/prompts/welcome.wav" in {u.split("?v=")[0] for u in uris}
+    assert all("?v=" in u for u in uris)
+    assert validate_request("POST", "/communications/calls/call-1/answer", body) == []
+
+
+async def test_the_session_starts_before_the_answer(server: LoopbackServer, post: Post) -> None:
+    await post(envelope(incoming_call("call-2")))
+    paths = [r.path for r in server.requests if r.path.startswith(("/durabletask/", "/v1.0/"))]
+    assert paths == ["/durabletask/orchestrators/call_session/call-2", "/v1.0/communications/calls/call-2/answer"]
+    started = next(r for r in server.requests if r.path.startswith("/durabletask/orchestrators/")).json
+    started = json.loads(started) if isinstance(started, str) else started  # the client JSON-encodes it twice
+    assert started["call_id"] == "call-2" and started["flow"] == "main-menu"
+    assert started["state"]["phase"] == "running"
 
 
 async def test_duplicate_incoming_notification_answers_once(server: LoopbackServer, post: Post) -> None:
@@ -321,7 +338,7 @@ async def test_milestones_carry_correlation_ids(server: LoopbackServer, post: Po
     answered = events["call.answered"]
     assert (answered.call_id, answered.scenario_id, answered.chain_id, answered.tenant_id) == (
         "call-m", "scenario-7", "chain-7", TENANT_ID)
-    assert answered.flow == "main"
+    assert answered.flow == "main-menu"
     assert 0 < answered.latency_ms < 15000
     assert getattr(answered, "microsoft.custom_event.name") == "call.answered"
     assert events["call.incoming"].caller == "+1425555****"

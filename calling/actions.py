@@ -1,0 +1,119 @@
+"""A session's Graph commands, carried out: what the orchestration's `call_action` activity runs.
+
+Transient failures (429, 5xx, transport) raise, so the activity's Durable retry policy tries again;
+other Graph refusals come back as `{"ok": False, ...}` for the engine to take its failure branch
+(`calling.session.failure_event`). A 404 means the call is gone.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+from calling.errors import GraphError
+from calling.flows import commands as c
+from calling.flows.prompts import graph_prompt
+from calling.graph import CallControl
+from calling.routing import parse_target
+from calling.session import FlowLibrary
+
+log = logging.getLogger("calling.actions")
+
+TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+
+class RecordingStore(Protocol):
+    async def save(self, name: str, audio: bytes, metadata: Mapping[str, str]) -> str:
+        """Store a recording; returns where it went."""
+
+
+@dataclass(frozen=True)
+class FolderStore:
+    """Recordings as files beside a JSON of their facts: local development and tests."""
+
+    folder: Path
+
+    async def save(self, name: str, audio: bytes, metadata: Mapping[str, str]) -> str:
+        path = self.folder / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(audio)
+        path.with_suffix(".json").write_text(json.dumps(dict(metadata), indent=2), encoding="utf-8")
+        return str(path)
+
+
+def is_transient(exc: GraphError) -> bool:
+    return exc.status in TRANSIENT_STATUSES or exc.code in ("transportError", "authenticationFailed")
+
+
+async def perform(control: CallControl, flows: FlowLibrary, store: RecordingStore | None,
+                  request: Mapping[str, Any]) -> dict[str, Any]:
+    call_id = str(request["call_id"])
+    data = request["command"]
+    try:
+        if data.get("type") == "KeepAlive":
+            await control.keep_alive(call_id)
+            return {"ok": True}
+        command = c.command_from_json(data)
+        return await _perform(control, flows, store, call_id, str(request["flow"]), command)
+    except GraphError as exc:
+        if is_transient(exc):
+            raise
+        log.warning("%s failed: %s", data.get("type"), exc)
+        return {"ok": False, "status": exc.status, "code": exc.code, "message": exc.message,
+                "gone": exc.status == 404}
+
+
+async def _perform(control: CallControl, flows: FlowLibrary, store: RecordingStore | None, call_id: str,
+                   flow: str, command: c.Command) -> dict[str, Any]:
+    if isinstance(command, c.Play):
+        bundle = flows.bundle(flow)
+        prompts = [graph_prompt(bundle, key, flows.prompts_base_url) for key in command.prompts]
+        op = await control.play_prompt(call_id, prompts, client_context=command.ref)
+        return {"ok": True, "operation": op.id}
+    if isinstance(command, c.SubscribeTones):
+        await control.subscribe_to_tone(call_id, client_context=command.ref)
+    elif isinstance(command, c.CancelMedia):
+        await control.cancel_media_processing(call_id, client_context=command.ref)
+    elif isinstance(command, c.Record):
+        bundle = flows.bundle(flow)
+        prompt = graph_prompt(bundle, command.prompt, flows.prompts_base_url) if command.prompt else None
+        op = await control.record_response(
+            call_id, prompt=prompt, play_beep=command.beep, max_record_duration=command.max_duration,
+            initial_silence_timeout=command.initial_silence_timeout, max_silence_timeout=command.max_silence_timeout,
+            stop_tones=command.stop_tones, client_context=command.ref)
+        return {"ok": True, "operation": op.id}
+    elif isinstance(command, c.SaveRecording):
+        return await _save(control, store, call_id, command)
+    elif isinstance(command, c.Transfer):
+        # Consultative transfer (a second call first, then replacesCallId) is not wired yet: it transfers blind.
+        await control.transfer(call_id, parse_target(command.target))
+    elif isinstance(command, c.Invite):
+        op = await control.invite(call_id, [parse_target(t) for t in command.targets], client_context=command.ref)
+        return {"ok": True, "operation": op.id}
+    elif isinstance(command, c.Redirect):
+        await control.redirect(call_id, [parse_target(t) for t in command.targets], timeout=command.timeout)
+    elif isinstance(command, c.HangUp):
+        await control.hang_up(call_id)
+    else:
+        return {"ok": False, "code": "unsupported", "message": f"{type(command).__name__} is not a Graph action"}
+    return {"ok": True}
+
+
+async def _save(control: CallControl, store: RecordingStore | None, call_id: str,
+                command: c.SaveRecording) -> dict[str, Any]:
+    if store is None:
+        log.warning("a recording was made but no recording store is configured; it is not kept")
+        return {"ok": False, "code": "no_store", "message": "no recording store configured"}
+    audio = await control.download_recording(command.location, command.token)
+    at = command.at or datetime.now(UTC).isoformat()
+    name = f"{command.mailbox or 'default'}/{at[:10]}/{call_id}-{command.ref}.wav"
+    where = await store.save(name, audio, {
+        "call_id": call_id, "mailbox": command.mailbox, "caller": command.caller, "called": command.called,
+        "at": at, "duration": "" if command.duration is None else f"{command.duration:g}",
+        "flow": command.flow, "node": command.node, "bytes": str(len(audio))})
+    return {"ok": True, "stored": where, "bytes": len(audio)}

@@ -1,0 +1,216 @@
+"""A call's session: the flow engine fed with Graph's notifications and the orchestration's timers.
+
+The orchestration (orchestrations/call_session.py) is a thin loop; what it needs decided lives here,
+testable without any runtime: how a call opens (the engine's first step, before the webhook answers),
+what the session carries across continue-as-new, how a batch of Graph notifications becomes engine
+events, and which event a failed Graph action turns into.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from calling.events import CallEvent, CallStateChanged, OperationCompleted, ToneReceived
+from calling.flows import Bundle, State, load_bundle, step
+from calling.flows import commands as c
+from calling.flows import events as e
+from calling.notifications import NotificationError, parse_notification
+
+SESSION_VERSION = 1
+KEEPALIVE_EVERY = timedelta(minutes=15)
+KEEPALIVE_REF = "keepalive"
+
+
+class FlowNotFound(LookupError):
+    pass
+
+
+@dataclass(frozen=True)
+class FlowLibrary:
+    """Flow files in a folder, loaded and checked once per process; prompts served from `prompts_base_url`."""
+
+    folder: Path
+    prompts_base_url: str
+
+    def bundle(self, name: str) -> Bundle:
+        return _load(self.folder.resolve(), name)
+
+    def path(self, name: str) -> Path:
+        return self.folder / f"{name}.yaml"
+
+
+@cache
+def _load(folder: Path, name: str) -> Bundle:
+    path = folder / f"{name}.yaml"
+    if not path.is_file():
+        raise FlowNotFound(f"no flow {name!r}: {path} does not exist")
+    return load_bundle(path, folder=folder)
+
+
+@dataclass(frozen=True)
+class Opening:
+    """The engine's first step for a call, taken before the call is answered."""
+
+    state: State
+    commands: tuple[c.Command, ...]
+
+    @property
+    def leaving(self) -> c.Command | None:
+        """A redirect, hang-up (= reject) or hand-off the flow chose before answering, if any."""
+        return next((cmd for cmd in self.commands if isinstance(cmd, c.Redirect | c.HangUp | c.HandOff)), None)
+
+
+def open_call(bundle: Bundle, *, caller: str, called: str, at: datetime, established: bool = False) -> Opening:
+    state, commands = step(bundle, State(), e.Started(at=at, caller=caller, called=called, established=established))
+    return Opening(state, tuple(commands))
+
+
+@dataclass
+class Session:
+    """What the orchestration carries from one execution to the next (its input across continue-as-new)."""
+
+    call_id: str
+    tenant_id: str
+    flow: str
+    state: State
+    commands: list[c.Command] = field(default_factory=list)
+    timers: dict[str, str] = field(default_factory=dict)  # ref -> ISO due time (keepalive included)
+    executions: int = 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {"v": SESSION_VERSION, "call_id": self.call_id, "tenant_id": self.tenant_id, "flow": self.flow,
+                "state": self.state.to_json(), "commands": [c.command_to_json(x) for x in self.commands],
+                "timers": dict(self.timers), "executions": self.executions}
+
+    @classmethod
+    def from_json(cls, data: Any) -> Session:
+        if isinstance(data, str):  # the Python Durable client JSON-encodes inputs it is given as objects
+            data = json.loads(data)
+        if not isinstance(data, Mapping) or data.get("v") != SESSION_VERSION:
+            raise ValueError(f"not a call session of version {SESSION_VERSION}: {data!r:.200}")
+        return cls(str(data["call_id"]), str(data.get("tenant_id") or ""), str(data["flow"]),
+                   State.from_json(data["state"]), [c.command_from_json(x) for x in data.get("commands") or []],
+                   {str(k): str(v) for k, v in (data.get("timers") or {}).items()}, int(data.get("executions", 1)))
+
+    def start_timer(self, ref: str, due: datetime) -> None:
+        self.timers[ref] = due.isoformat()
+
+    def next_due(self) -> datetime | None:
+        return min((datetime.fromisoformat(v) for v in self.timers.values()), default=None)
+
+    def pop_due(self, now: datetime) -> list[str]:
+        """Refs of the timers due by `now`, earliest first; they are removed."""
+        due = sorted((datetime.fromisoformat(v), k) for k, v in self.timers.items() if datetime.fromisoformat(v) <= now)
+        for _, ref in due:
+            del self.timers[ref]
+        return [ref for _, ref in due]
+
+    def action(self, command: c.Command | None = None, *, keepalive: bool = False) -> dict[str, Any]:
+        """The input of the `call_action` activity for a Graph command."""
+        return {"call_id": self.call_id, "tenant_id": self.tenant_id, "flow": self.flow,
+                "command": {"type": "KeepAlive"} if keepalive or command is None else c.command_to_json(command)}
+
+
+def translate(notifications: Iterable[Mapping[str, Any]], state: State, at: datetime) -> list[e.Event]:
+    """Graph notifications (one raised batch) as engine events, in order.
+
+    An operation's completion in the same batch as the call's end goes first, so a voicemail that
+    finished as the caller hung up is still saved. Transfers carry no clientContext in v1.0: the
+    outcome is matched to the transfer the engine awaits (`state.op`).
+    """
+    parsed: list[CallEvent] = []
+    for raw in notifications:
+        try:
+            parsed.extend(parse_notification(raw))
+        except NotificationError:
+            continue  # the webhook already refused malformed batches; nothing here is worth failing a call for
+    parsed.sort(key=lambda ev: isinstance(ev, CallStateChanged) and ev.is_terminated)
+    events: list[e.Event] = []
+    transfer = state.op if state.op.startswith("transfer") else ""
+    for ev in parsed:
+        if isinstance(ev, ToneReceived):
+            events.append(e.Tone(at=at, key=ev.key, sequence=ev.sequence_id))
+        elif isinstance(ev, OperationCompleted):
+            events.extend(_operation(ev, at))
+        elif isinstance(ev, CallStateChanged):
+            events.extend(_state(ev, transfer, at))
+    return events
+
+
+def _operation(ev: OperationCompleted, at: datetime) -> list[e.Event]:
+    ref = ev.client_context or ""
+    kind = ev.operation_type.lower()
+    ok = (ev.status or "").lower() == "completed"
+    code = ev.result_info.code if ev.result_info else None
+    subcode = ev.result_info.subcode if ev.result_info else None
+    if not ref:
+        return []
+    if kind.startswith("playprompt"):
+        return [e.PromptFinished(at=at, ref=ref) if ok else e.PromptFailed(at=at, ref=ref, code=code, subcode=subcode)]
+    if kind.startswith("record"):
+        return [e.RecordFinished(at=at, ref=ref, ok=ok and bool(ev.recording_location),
+                                 location=ev.recording_location or "", token=ev.recording_access_token or "",
+                                 duration=None, code=code, subcode=subcode)]
+    if kind.startswith("invite"):
+        return [e.InviteOutcome(at=at, ref=ref, ok=ok, code=code, subcode=subcode)]
+    return []
+
+
+def _state(ev: CallStateChanged, transfer: str, at: datetime) -> list[e.Event]:
+    result = ev.result_info
+    code = result.code if result else None
+    subcode = result.subcode if result else None
+    if ev.is_terminated:
+        events: list[e.Event] = []
+        if transfer and (subcode == 7015 or (ev.termination_reason or "").lower() == "apptransferred"):
+            events.append(e.TransferOutcome(at=at, ref=transfer, outcome="completed", code=code, subcode=subcode))
+        events.append(e.CallEnded(at=at, code=code, subcode=subcode, reason=ev.termination_reason or ""))
+        return events
+    if ev.state != "established":
+        return []
+    if transfer and code is not None and code >= 400:
+        outcome = transfer_failure(code, subcode, result.message if result else None)
+        return [e.TransferOutcome(at=at, ref=transfer, outcome=outcome, code=code, subcode=subcode)]
+    if (ev.media_state or {}).get("audio", "active").lower() == "inactive":
+        return []
+    return [e.CallEstablished(at=at)]
+
+
+def transfer_failure(code: int | None, subcode: int | None, message: str | None) -> str:
+    """A failed transfer's branch. Graph reports blind failures as 500/7000; the reason is in the message."""
+    text = (message or "").lower()
+    if code == 408 or "no answer" in text or "not answer" in text or "10057" in text:
+        return "no_answer"
+    if code in (486, 603) or "declin" in text or "busy" in text:
+        return "declined"
+    return "failed"
+
+
+def failure_event(command: c.Command, result: Mapping[str, Any], at: datetime) -> e.Event | None:
+    """The engine event for a Graph action that failed for good (after the activity's own retries)."""
+    if result.get("ok"):
+        return None
+    code = result.get("status")
+    if code == 404 and result.get("gone"):
+        return e.CallEnded(at=at, code=404, subcode=None, reason="call gone")
+    if isinstance(command, c.Play):
+        return e.PromptFailed(at=at, ref=command.ref, code=code)
+    if isinstance(command, c.Record):
+        return e.RecordFinished(at=at, ref=command.ref, ok=False, code=code)
+    if isinstance(command, c.Transfer):
+        return e.TransferOutcome(at=at, ref=command.ref, outcome="failed", code=code)
+    if isinstance(command, c.Invite):
+        return e.InviteOutcome(at=at, ref=command.ref, ok=False, code=code)
+    if isinstance(command, c.Redirect):
+        return e.Redirected(at=at, ref=command.ref, ok=False, code=code)
+    return None
+
+
+def describe(commands: Sequence[c.Command]) -> str:
+    return ", ".join(type(x).__name__ for x in commands)

@@ -1,0 +1,135 @@
+"""`call_session`: one orchestration per answered call (instance id = call id), running its flow.
+
+A thin loop over calling/session.py: carry out the engine's commands (Graph actions as the
+`call_action` activity, with clientContext = the command's ref; timers as Durable timers), then wait
+for the next Graph notification or the earliest timer, translate, step the engine, repeat. keepAlive
+goes out every 15 minutes while the bot holds the call; continue-as-new bounds the history.
+Orchestrator code must be deterministic: time comes from the context, telemetry only when not replaying.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Generator, Mapping
+from datetime import timedelta
+from typing import Any
+
+import azure.durable_functions as df
+
+from calling import telemetry
+from calling.flows import State, step
+from calling.flows import commands as c
+from calling.flows import events as e
+from calling.session import KEEPALIVE_EVERY, KEEPALIVE_REF, Session, failure_event, translate
+from calling.webhook import NOTIFICATION_EVENT
+from functions import runtime
+
+bp = df.Blueprint()
+log = logging.getLogger("orchestrations.call_session")
+
+ORCHESTRATOR = "call_session"
+ACTIVITY = "call_action"
+#: Engine events per execution before continue-as-new: keeps every replay short, whatever the call's length.
+EVENTS_PER_EXECUTION = 40
+RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=1000, max_number_of_attempts=4)
+
+
+@bp.orchestration_trigger(context_name="context", orchestration=ORCHESTRATOR)
+def call_session(context: df.DurableOrchestrationContext) -> Generator[Any, Any, Any]:
+    session = Session.from_json(context.get_input())
+    bundle = runtime.get().flows.bundle(session.flow)
+    state = session.state
+    queue: list[c.Command] = list(session.commands)
+    if KEEPALIVE_REF not in session.timers:
+        session.start_timer(KEEPALIVE_REF, context.current_utc_datetime + KEEPALIVE_EVERY)
+    handled = 0
+    waiting_for_graph: Any = None
+    while True:
+        followups: list[e.Event] = []
+        for command in queue:
+            now = context.current_utc_datetime
+            if isinstance(command, c.StartTimer):
+                session.start_timer(command.ref, now + timedelta(seconds=command.seconds))
+            elif isinstance(command, c.CancelTimer):
+                session.timers.pop(command.ref, None)
+            elif isinstance(command, c.Milestone):
+                if not context.is_replaying:
+                    with telemetry.correlation(call_id=session.call_id, tenant_id=session.tenant_id):
+                        telemetry.emit(command.name, **{"flow": session.flow, **dict(command.facts)})
+            elif isinstance(command, c.HandOff):
+                log.error("flow %s hands off mid-call; only an unanswered call can be handed off", session.flow)
+            else:
+                result = yield from _act(context, session, command)
+                event = failure_event(command, result, context.current_utc_datetime)
+                if event is not None:
+                    followups.append(event)
+        queue = []
+        if state.phase == "ended":
+            return {"node": state.node, "left": state.left}
+        if followups:
+            events = followups
+        else:
+            if waiting_for_graph is None:
+                waiting_for_graph = context.wait_for_external_event(NOTIFICATION_EVENT)
+            due = session.next_due()
+            timer = context.create_timer(due) if due is not None else None
+            winner = yield context.task_any([waiting_for_graph, timer] if timer is not None else [waiting_for_graph])
+            now = context.current_utc_datetime
+            if winner is waiting_for_graph:
+                if timer is not None and not timer.is_completed:
+                    timer.cancel()
+                events = translate(_notifications(waiting_for_graph.result), state, now)
+                waiting_for_graph = None
+            else:
+                events = []
+                for ref in session.pop_due(now):
+                    if ref == KEEPALIVE_REF:
+                        yield from _act(context, session, None)
+                        session.start_timer(KEEPALIVE_REF, now + KEEPALIVE_EVERY)
+                    else:
+                        events.append(e.TimerFired(at=now, ref=ref))
+        for event in events:
+            state, commands = step(bundle, state, event)
+            queue.extend(commands)
+        handled += len(events)
+        context.set_custom_status({"node": state.node, "phase": state.phase, "flow": state.flow})
+        if handled >= EVENTS_PER_EXECUTION and waiting_for_graph is None and state.phase != "ended":
+            session.state, session.commands = state, queue
+            session.executions += 1
+            context.continue_as_new(session.to_json())
+            return None
+
+
+def _act(context: df.DurableOrchestrationContext, session: Session,
+         command: c.Command | None) -> Generator[Any, Any, Mapping[str, Any]]:
+    try:
+        result = yield context.call_activity_with_retry(ACTIVITY, RETRY, session.action(command))
+    except Exception as exc:  # retries exhausted: the engine takes the failure branch
+        if not context.is_replaying:
+            log.warning("%s failed after retries: %s", type(command).__name__ if command else "keepAlive", exc)
+        return {"ok": False, "code": "retries_exhausted", "message": str(exc)[:300]}
+    return result if isinstance(result, Mapping) else {"ok": False, "code": "bad_result"}
+
+
+def _notifications(data: Any) -> list[Mapping[str, Any]]:
+    """The raised event's data: the Python Durable client sends it JSON-encoded inside JSON."""
+    if isinstance(data, str):
+        data = json.loads(data)
+    items = data.get("notifications") if isinstance(data, Mapping) else None
+    return [n for n in items or [] if isinstance(n, Mapping)]
+
+
+@bp.activity_trigger(input_name="request", activity=ACTIVITY)
+async def call_action(request: Mapping[str, Any]) -> dict[str, Any]:
+    from calling.actions import perform
+
+    app = runtime.get()
+    control = app.calls.for_tenant(str(request.get("tenant_id") or "") or None)
+    with telemetry.correlation(call_id=str(request.get("call_id")), tenant_id=str(request.get("tenant_id") or "")):
+        return await perform(control, app.flows, app.recordings, request)
+
+
+def initial_state(data: Mapping[str, Any]) -> State:
+    """The flow state a session input starts from (for status endpoints and tests)."""
+    return Session.from_json(data).state
