@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Project tasks that work on a fresh machine with only Python 3.11+, Node.js and git.
 
+    python3 dev.py demo     set up, then run a simulated phone call through the real bot (scenarios/demo.yaml)
     python3 dev.py test     set up .venv (first run or when dependencies change), then lint, type-check, test
     python3 dev.py bench    set up, then run the benchmarks in bench/
     python3 dev.py lock     regenerate requirements.txt from pyproject.toml's runtime dependencies
@@ -75,6 +76,11 @@ def test(extra: list[str]) -> int:
     return 0  # nothing after pytest's summary: it is the run's closing line
 
 
+def demo(extra: list[str]) -> int:
+    setup()
+    return run(PY, "-m", "simulator", "demo", *extra, check=False)
+
+
 def bench(extra: list[str]) -> int:
     setup()
     return run(PY, "-m", "bench", *extra, check=False)
@@ -101,7 +107,7 @@ def lock() -> int:
 
 
 def main(argv: list[str]) -> int:
-    commands = {"test": test, "bench": bench}
+    commands = {"demo": demo, "test": test, "bench": bench}
     if not argv or argv[0] not in (*commands, "lock"):
         print(__doc__)
         return 2

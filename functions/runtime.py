@@ -12,7 +12,7 @@ import logging
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from calling import telemetry
@@ -66,8 +66,12 @@ def build(env: Mapping[str, str], *, now: Callable[[], datetime] | None = None) 
     flows = FlowLibrary(Path(settings.flows_dir), settings.prompts_base_url)
     recordings = FolderStore(Path(settings.recordings_dir)) if settings.recordings_dir else None
     webhook = Webhook(settings=settings, authenticator=authenticator, router=router, calls=calls, handoff=handoff,
-                      flows=flows, **({"now": now} if now is not None else {}))
+                      flows=flows, now=now or _utcnow)
     return Runtime(settings, webhook, calls, handoff, flows, recordings)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
 
 
 def get() -> Runtime:

@@ -41,13 +41,20 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--virtual", action="store_true", help="virtual time: finish in a blink")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    # The bot's telemetry events go to Application Insights in Azure; here the transcript tells the story.
+    logging.getLogger("calling.events").addFilter(lambda record: record.levelno >= logging.WARNING)
 
     from simulator.scenario import load_scenario
 
-    try:
-        scenarios = [load_scenario(p) for p in ([DEMO] if args.command == "demo" else args.scenarios)]
-    except SourceErrors as exc:
-        print(exc, file=sys.stderr)
+    scenarios = []
+    problems = []
+    for path in [DEMO] if args.command == "demo" else args.scenarios:
+        try:
+            scenarios.append(load_scenario(path))
+        except SourceErrors as exc:
+            problems.append(str(exc))
+    if problems:
+        print("\n".join(problems), file=sys.stderr)
         return 2
     if args.command == "check":
         for scenario in scenarios:
@@ -97,6 +104,8 @@ def _demo(scenario: object, sim_port: int, host_port: int, *, virtual: bool) -> 
     print("\nTranscript (seconds since the call began; → bot: notification posted to the bot, "
           "← bot: the bot's request to Graph):\n")
     print(outcome.transcript)
+    for path, size in outcome.stored:
+        print(f"\nThe bot stored the voicemail: {path} ({size // 1024} KB WAV, with a .json of caller, time, duration)")
     if outcome.passed:
         print("\nThe call went as the scenario expected. Both servers are stopped; nothing is left listening.")
         return 0

@@ -69,6 +69,9 @@ class Clock(Protocol):
     async def run_until(self, condition: Callable[[], bool], *, within: float,
                         wall_timeout: float = 30.0) -> None: ...
 
+    async def idle(self, at_most: float = 2.0) -> None:
+        """Wait until no work is in flight."""
+
     async def pass_time(self, seconds: float, *, wall_timeout: float = 30.0) -> None:
         """Let `seconds` go by with everything that happens in them (a caller staying on the line)."""
 
@@ -124,6 +127,15 @@ class _Base:
     def elapsed(self) -> float:
         raise NotImplementedError
 
+    async def idle(self, at_most: float = 2.0) -> None:
+        """Wait (up to `at_most` wall seconds) until no work is in flight: a clean place to stop."""
+        deadline = time.monotonic() + at_most
+        while self._busy and time.monotonic() < deadline:
+            event = self._event()
+            event.clear()
+            with suppress(TimeoutError):
+                await asyncio.wait_for(event.wait(), max(deadline - time.monotonic(), 0.001))
+
     async def pass_time(self, seconds: float, *, wall_timeout: float = 30.0) -> None:
         target = self.elapsed() + seconds
         self.call_later(seconds, lambda: None)
@@ -137,14 +149,21 @@ class _Base:
 
 
 class RealClock(_Base):
-    """Wall-clock time on the running event loop: the demo and `python -m devhost`."""
+    """Wall-clock time on the running event loop: the demo and `python -m devhost`.
 
-    def __init__(self) -> None:
+    `start`: what `now()` reads at the beginning (then it runs at wall speed), so a demo falls inside the
+    sample flows' business hours whatever day it is run on. None: the real date and time.
+    """
+
+    def __init__(self, start: datetime | None = None) -> None:
         super().__init__()
         self._start = time.monotonic()
+        self._epoch = start
 
     def now(self) -> datetime:
-        return datetime.now(UTC)
+        if self._epoch is None:
+            return datetime.now(UTC)
+        return self._epoch + timedelta(seconds=time.monotonic() - self._start)
 
     def elapsed(self) -> float:
         return time.monotonic() - self._start

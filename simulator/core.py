@@ -483,9 +483,12 @@ class Simulator:
         self._live(call, "recordResponse", media=True)
         op = self._operation(call, "recordOperation", body)
         media = MediaOp(op["id"], "record", body.get("clientContext"), body.get("prompts") or [], body)
-        if body.get("bargeInAllowed") and call.current_media is not None:
-            self._cancel_op(call, call.current_media)
+        if body.get("bargeInAllowed"):
+            for queued in [call.current_media, *call.media_queue]:
+                if queued is not None:
+                    self._cancel_op(call, queued)
             call.current_media = None
+            call.media_queue.clear()
         call.media_queue.append(media)
         self.note(call, "bot starts a recording", "from-bot", operation=op["id"])
         self._pump(call)
@@ -621,7 +624,8 @@ class Simulator:
     def graph_send_dtmf(self, call: SimCall, body: dict[str, Any]) -> dict[str, Any]:
         self._live(call, "sendDtmfTones")
         tones = body.get("tones") or []
-        gap = (body.get("delayBetweenTonesMs") or 500) / 1000
+        delay_ms = body.get("delayBetweenTonesMs")
+        gap = 0.5 if delay_ms is None else delay_ms / 1000
         op = self._operation(call, "sendDtmfTonesOperation", body)
         self.note(call, f"bot sends tones {' '.join(tones)}", "from-bot")
 
@@ -671,6 +675,11 @@ class Simulator:
                     participant = Participant(new_id(), identity_of(target, tenant_id=call.tenant_id))
                     call.participants[participant.id] = participant
                 self._roster(call)
+                for info in infos:
+                    replaced = self.calls.get(str(info.get("replacesCallId") or ""))
+                    if replaced is not None and not replaced.ended:
+                        self._terminate(replaced, {"code": 200, "subcode": 0,
+                                                   "message": f"Moved into call {call.id}."}, reason="AppTransferred")
                 self._operation_done(call, {**op, "status": "completed",
                                             "resultInfo": {"@odata.type": "#microsoft.graph.resultInfo", **OK}})
             else:
@@ -731,6 +740,7 @@ class Simulator:
         bot = Participant(call.my_participant_id, identity_of(f"app:{self.bot.app_id}",
                                                              display_name=self.bot.display_name))
         call.participants[bot.id] = bot
+        self._later(call, 0, lambda: None if call.ended else self._state(call, "establishing"))
         if kind == "meeting":
             self._later(call, self.establish_after, lambda: self._join_meeting(call, body))
             return call

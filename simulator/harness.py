@@ -87,7 +87,8 @@ class Simulation:
     starts_at: datetime | None = None
 
     def __post_init__(self) -> None:
-        self.clock: Clock = RealClock() if self.real_time else VirtualClock(self.starts_at or DEFAULT_EPOCH)
+        start = self.starts_at or DEFAULT_EPOCH
+        self.clock: Clock = RealClock(start) if self.real_time else VirtualClock(start)
         self._scratch = tempfile.TemporaryDirectory(prefix="teams-calling-sim-")
         self.recordings_dir = Path(self._scratch.name) / "recordings"
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -171,10 +172,12 @@ class Simulation:
 
         from functions import runtime
 
-        if self._host is not None:
-            await self._host.stop()
+        await self.clock.idle()  # let notifications in flight reach the bot before anything stops
         if self._server is not None:
             await self._server.stop()
+        await self.clock.idle()
+        if self._host is not None:
+            await self._host.stop()
         session = http_utils._client_session
         if session is not None and not session.closed:
             await session.close()

@@ -226,7 +226,8 @@ def _step_args(r: _Reader, action: str, value: Any, path: PathKey) -> dict[str, 
         r.fail(path, f"expect exactly one of {', '.join(EXPECTATIONS)}")
         return None
     kind = kinds[0]
-    allowed = {kind, "within"} | ({"outcome"} if kind in ("transfer", "redirect", "invite") else set())
+    allowed = ({kind, "within"} | ({"outcome"} if kind in ("transfer", "redirect", "invite") else set())
+               | ({"until"} if kind == "prompt" else set()))
     spec = r.mapping(value, path, allowed)
     args: dict[str, Any] = {"expect": kind, "value": spec[kind]}
     if "within" in spec:
@@ -239,6 +240,9 @@ def _step_args(r: _Reader, action: str, value: Any, path: PathKey) -> dict[str, 
         _target(r, spec[kind], (*path, kind))
     if kind == "prompt":
         r.text(spec[kind], (*path, kind))
+        if spec.get("until", "end") not in ("start", "end"):
+            r.fail((*path, "until"), "expected start (the prompt began) or end (heard to its end, the default)")
+        args["to_the_end"] = spec.get("until", "end") == "end"
     if kind == "ended" and spec[kind] is not None:
         r.mapping(spec[kind], (*path, kind), {"code", "subcode"})
     return args
@@ -263,6 +267,8 @@ class Outcome:
     message: str
     transcript: str
     transcript_json: list[dict[str, Any]]
+    #: Recordings the bot stored (relative paths in its RECORDINGS_DIR) with their sizes.
+    stored: list[tuple[str, int]] = field(default_factory=list)
 
 
 def run_scenario(scenario: Scenario, *, real_time: bool | None = None, settings: Mapping[str, str] | None = None,
@@ -292,9 +298,14 @@ def run_scenario(scenario: Scenario, *, real_time: bool | None = None, settings:
             except ExpectationFailed as exc:
                 failed, message = step, f"{scenario.file}:{step.line}: {step}: {str(exc).split(chr(10))[0]}"
                 break
-        text = sim.transcript()
-        data = [t.to_json() for t in sim.transcripts()]
-    return Outcome(failed is None, failed, message, text, data)
+        if failed is None and not sim.real_time:
+            sim.wait(0.5)  # the bot stores the last recording after the call's end
+        stored = [(str(p.relative_to(sim.recordings_dir)), p.stat().st_size)
+                  for p in sorted(sim.recordings_dir.rglob("*.wav"))]
+        transcripts = sim.transcripts()
+    text = "\n\n".join(t.render() for t in transcripts)
+    data = [t.to_json() for t in transcripts]
+    return Outcome(failed is None, failed, message, text, data, stored)
 
 
 def _perform(call: Any, step: Step) -> None:
@@ -319,7 +330,7 @@ def _expect(call: Any, args: Mapping[str, Any]) -> None:
     if kind == "answered":
         call.expect_answered(**within)
     elif kind == "prompt":
-        call.expect_prompt(value, **within)
+        call.expect_prompt(value, to_the_end=args.get("to_the_end", True), **within)
     elif kind in ("transfer", "redirect", "invite"):
         outcome = {"outcome": args["outcome"]} if "outcome" in args else {}
         getattr(call, f"expect_{kind}")(value, **outcome, **within)

@@ -617,8 +617,6 @@ async def test_operation_status_casing_matches_the_schema(world: World) -> None:
 # -- bugs found in review (strict xfails: each turns into a failure once the simulator is fixed) ------------
 
 
-@pytest.mark.xfail(strict=True, reason="core.graph_send_dtmf reads `body.get('delayBetweenTonesMs') or 500`, so an "
-                   "explicit 0 ms delay becomes the 500 ms default")
 async def test_send_dtmf_tones_with_no_delay_completes_at_once(world: World) -> None:
     call = await _answered(world)
     start = world.clock.elapsed()
@@ -627,8 +625,6 @@ async def test_send_dtmf_tones_with_no_delay_completes_at_once(world: World) -> 
     assert world.clock.elapsed() - start == pytest.approx(0.0)
 
 
-@pytest.mark.xfail(strict=True, reason="core.graph_record with bargeInAllowed cancels only the running operation; "
-                   "queued prompts still play before the recording (Graph: it barges into queued and running ones)")
 async def test_record_with_barge_in_cancels_queued_prompts_too(world: World) -> None:
     call = await _answered(world)
     await world.control.play_prompt(call.id, [world.prompt("menu")], client_context="running")
@@ -643,9 +639,6 @@ async def test_record_with_barge_in_cancels_queued_prompts_too(world: World) -> 
     assert [h.name for h in call.heard] == ["menu"]
 
 
-@pytest.mark.xfail(strict=True, reason="core.graph_create_call never posts `establishing` for an outgoing call: the "
-                   "bot's first notification is `established` (Graph's create-call docs show establishing, then "
-                   "established)")
 async def test_an_outgoing_call_notifies_establishing_then_established(world: World) -> None:
     info = await world.control.call_teams_user(teams_user("callee-1"))
     call = world.sim.calls[info.id]
@@ -654,8 +647,6 @@ async def test_an_outgoing_call_notifies_establishing_then_established(world: Wo
     assert world.bot.states(call.id) == ["establishing", "established"]
 
 
-@pytest.mark.xfail(strict=True, reason="core.graph_invite ignores invitationParticipantInfo.replacesCallId: the "
-                   "peer-to-peer call the invitee is moved from is not dropped once the invite succeeds")
 async def test_invite_with_replaces_call_id_drops_the_replaced_call(world: World) -> None:
     p2p = await _answered(world, caller="user:caller-1")
     group = await _group_call(world, "alice-id", "bob-id")

@@ -85,8 +85,6 @@ def test_check_reports_unreadable_files_in_one_line(files: dict[str, Path], tmp_
     assert line.startswith(f"{path}:")
 
 
-@pytest.mark.xfail(strict=True, reason="__main__.main loads the files in one list comprehension, so the first file "
-                   "with errors raises SourceErrors and the later files are never checked")
 def test_check_reports_the_problems_of_every_file(files: dict[str, Path]) -> None:
     result = simulator("check", files["bad"], files["syntax"])
     assert result.returncode == 2
