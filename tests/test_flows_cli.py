@@ -102,7 +102,7 @@ def test_schema_prints_the_json_schema() -> None:
 
 
 def python(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,  # noqa: S603
+    return subprocess.run([sys.executable, *args], cwd=ROOT, capture_output=True, text=True,
                           check=False)
 
 

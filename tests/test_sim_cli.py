@@ -41,7 +41,7 @@ steps:
 
 def simulator(*args: str | Path) -> subprocess.CompletedProcess[str]:
     command = [sys.executable, "-m", "simulator", *map(str, args)]
-    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)  # noqa: S603
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
     assert "Traceback" not in result.stdout + result.stderr
     return result
 
