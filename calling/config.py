@@ -68,6 +68,7 @@ class Settings:
     graph_retry_budget_seconds: float = 10.0
     handoff_transport: HandoffKind = "none"
     appinsights_connection_string: str | None = None
+    bot_instance_id: str | None = None
 
     @property
     def callback_uri(self) -> str:
@@ -145,6 +146,11 @@ class Settings:
             problems.append("MEDIA_HANDOFF_TRANSPORT=inprocess is for local development (a media worker in the same "
                             "process); with a real GRAPH_BASE_URL nothing would receive the hand-offs")
 
+        instance = text("BOT_INSTANCE_ID")
+        if instance is not None and not _GUID.match(instance):
+            problems.append(f"BOT_INSTANCE_ID must be a GUID (the object id of the bot's resource account, "
+                            f"its application instance), got {instance!r}")
+
         routing = text("ROUTING_POLICY_PATH")
         if routing and not Path(routing).is_file():
             problems.append(f"ROUTING_POLICY_PATH {routing!r} is not a file")
@@ -179,6 +185,7 @@ class Settings:
             graph_retry_budget_seconds=budget,
             handoff_transport=handoff,
             appinsights_connection_string=text("APPLICATIONINSIGHTS_CONNECTION_STRING"),
+            bot_instance_id=instance.lower() if instance else None,
         )
 
 

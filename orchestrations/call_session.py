@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections import deque
 from collections.abc import Generator, Mapping
 from datetime import timedelta
 from typing import Any
@@ -31,12 +32,37 @@ log = logging.getLogger("orchestrations.call_session")
 ORCHESTRATOR = "call_session"
 ACTIVITY = "call_action"
 #: Engine events per execution before continue-as-new: keeps every replay short, whatever the call's length.
-EVENTS_PER_EXECUTION = 40
+EVENTS_PER_EXECUTION = 20
 RETRY = df.RetryOptions(first_retry_interval_in_milliseconds=1000, max_number_of_attempts=4)
+
+
+class DeferredEvents(dict[Any, Any]):
+    """External events that arrived while nothing waited for them, kept in order, each delivered once.
+
+    azure-functions-durable 1.7.0 keeps only the last such event per name and never forgets it: every
+    later wait_for_external_event resolves at once with that same stale payload, and an earlier one is
+    lost. A call's notifications often arrive while an activity runs, so the orchestration installs this
+    queue (same dict interface the library uses) as its first act, before any history is applied.
+    """
+
+    def __setitem__(self, key: Any, action: Any) -> None:
+        queue = super().get(key)
+        if queue is None:
+            queue = deque()
+            super().__setitem__(key, queue)
+        queue.append(action)
+
+    def __getitem__(self, key: Any) -> Any:
+        queue = super().__getitem__(key)
+        action = queue.popleft()
+        if not queue:
+            super().__delitem__(key)
+        return action
 
 
 @bp.orchestration_trigger(context_name="context", orchestration=ORCHESTRATOR)
 def call_session(context: df.DurableOrchestrationContext) -> Generator[Any, Any, Any]:
+    context.deferred_tasks = DeferredEvents()
     session = Session.from_json(context.get_input())
     bundle = runtime.get().flows.bundle(session.flow)
     state = session.state

@@ -42,8 +42,16 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # The bot's telemetry events go to Application Insights in Azure; here the transcript tells the story.
-    logging.getLogger("calling.events").addFilter(lambda record: record.levelno >= logging.WARNING)
+    events = logging.getLogger("calling.events")
+    quiet = logging.Filter("-quiet-")  # passes no record: only this command's output is quietened
+    events.addFilter(quiet)
+    try:
+        return _main(args)
+    finally:
+        events.removeFilter(quiet)
 
+
+def _main(args: argparse.Namespace) -> int:
     from simulator.scenario import load_scenario
 
     scenarios = []

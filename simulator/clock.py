@@ -269,7 +269,11 @@ class VirtualClock(_Base):
         limit = self._now + within
         wall_deadline = time.monotonic() + wall_timeout
         while True:
-            await asyncio.wait_for(self.settle(), max(wall_deadline - time.monotonic(), 0.001))
+            try:
+                await asyncio.wait_for(self.settle(), max(wall_deadline - time.monotonic(), 0.001))
+            except TimeoutError:
+                raise TimeoutError(f"the bot was still busy after {wall_timeout:g} s of wall time "
+                                   "(a request or an orchestration step never finished)") from None
             if condition():
                 return
             due = self.pending()

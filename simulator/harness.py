@@ -147,6 +147,7 @@ class Simulation:
             "GRAPH_BASE_URL": self._server.graph_url,
             "GRAPH_CREDENTIAL": "local",
             "RECORDINGS_DIR": str(self.recordings_dir),
+            "FLOWS_DIR": str(_app_root() / "flows"),
             **self.settings,
         }
         runtime.reset(runtime.build(self.env, now=self.clock.now))
@@ -440,6 +441,13 @@ class CallHandle:
 def _store(path: str | None) -> Any:
     """None: histories in memory (SQLite :memory:); a path: a SQLite file the host opens and closes."""
     return None if path is None else str(Path(path))
+
+
+def _app_root() -> Path:
+    """The folder of function_app.py: flows resolve from there whatever the current directory."""
+    import function_app
+
+    return Path(function_app.__file__).resolve().parent
 
 
 def unique_number() -> str:

@@ -52,6 +52,7 @@ def test_all_problems_are_reported_together() -> None:
     ({"MEDIA_HANDOFF_TRANSPORT": "carrier-pigeon"}, "MEDIA_HANDOFF_TRANSPORT must be one of"),
     ({"ROUTING_POLICY_PATH": "/nonexistent/routing.yaml"}, "ROUTING_POLICY_PATH"),
     ({"GRAPH_CREDENTIAL": "certificate", "BOT_CERTIFICATE_PATH": "/nonexistent.pem"}, "not a readable file"),
+    ({"BOT_INSTANCE_ID": "+14255550199"}, "BOT_INSTANCE_ID must be a GUID"),
 ])
 def test_invalid_settings_name_the_setting(extra: dict[str, str], message: str) -> None:
     assert any(message in p for p in problems({**BASE, **extra}))
@@ -92,3 +93,9 @@ def test_in_process_handoff_is_only_for_local_development() -> None:
 
 def test_range_messages_print_whole_numbers() -> None:
     assert any("between 1024 and 67108864" in p for p in problems({**BASE, "WEBHOOK_MAX_BODY_BYTES": "1"}))
+
+
+def test_bot_instance_is_optional_and_read_as_a_lowercase_guid() -> None:
+    assert Settings.from_env(BASE).bot_instance_id is None
+    instance = "1A5ACE00-0000-4000-8000-0000000001A5"
+    assert Settings.from_env({**BASE, "BOT_INSTANCE_ID": f" {instance} "}).bot_instance_id == instance.lower()

@@ -270,7 +270,7 @@ async def test_a_durable_timer_fires_on_virtual_time(
     assert status["output"] == (DEFAULT_EPOCH + timedelta(seconds=90)).isoformat()
     [created] = [e for e in host.history("nap") if e["EventType"] == "TimerCreated"]
     [fired] = [e for e in host.history("nap") if e["EventType"] == "TimerFired"]
-    assert created["FireAt"] == fired["FireAt"] == "2026-03-03T15:01:30Z"
+    assert created["FireAt"] == fired["FireAt"] == "2026-03-03T18:01:30Z"
     assert fired["TimerId"] == created["EventId"]
 
 
@@ -336,7 +336,7 @@ async def test_retry_options_are_honoured_with_timers_on_the_clock(
         "TaskScheduled", "TaskFailed", "TimerCreated", "TimerFired", "TaskScheduled", "TaskFailed", "TimerCreated",
         "TimerFired", "TaskScheduled", "TaskCompleted"]
     timers = [e for e in events if e["EventType"] == "TimerCreated"]
-    assert [t["FireAt"] for t in timers] == ["2026-03-03T15:00:05Z", "2026-03-03T15:00:10Z"]
+    assert [t["FireAt"] for t in timers] == ["2026-03-03T18:00:05Z", "2026-03-03T18:00:10Z"]
     assert [e["EventId"] for e in events if e["EventType"] in ("TaskScheduled", "TimerCreated")] == [0, 1, 2, 3, 4]
 
 

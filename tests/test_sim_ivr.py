@@ -120,3 +120,23 @@ def test_sales_and_support_fall_back_to_their_own_voicemail(digit: str) -> None:
         call.hang_up()
         sim.wait(30)
         assert call.state == "terminated"
+
+
+def test_a_long_menu_loop_keeps_each_execution_short_and_handles_each_event_once() -> None:
+    """60 trips round the menu: continue-as-new bounds the history, and no notification is handled twice
+    (azure-functions-durable 1.7.0 would re-deliver a buffered event to every later wait; see DeferredEvents)."""
+    with Simulation() as sim:
+        call = sim.dial(from_phone=CALLER, to=sim.bot)
+        lengths = []
+        for _ in range(60):
+            call.expect_prompt("main-menu", to_the_end=False)
+            call.press("9")
+            lengths.append(len(sim._host.history(call.id)))
+        status = sim._host.status(call.id)
+        assert status is not None
+        session = status["input"]
+        while isinstance(session, str):
+            session = json.loads(session)
+    assert 2 <= session["executions"] <= 20
+    assert max(lengths) < 250
+    assert [h.name for h in call.heard].count("main-menu") == 61

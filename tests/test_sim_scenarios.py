@@ -186,7 +186,7 @@ def test_a_valid_scenario_reads_as_written() -> None:
     assert [s.line for s in steps] == [_line_of(VALID, needle) for needle in (
         "expect: answered", "prompt: welcome", 'press: "2"', "transfer:", "speak: 5", "expect: recording",
         "- hang_up", "ended:")]
-    assert dict(steps[1].args) == {"expect": "prompt", "value": "welcome"}
+    assert dict(steps[1].args) == {"expect": "prompt", "value": "welcome", "to_the_end": True}
     assert dict(steps[2].args) == {"digits": "2"}
     assert dict(steps[3].args) == {"expect": "transfer", "value": "+14255550111", "outcome": "no_answer"}
     assert dict(steps[4].args) == {"seconds": 5.0}

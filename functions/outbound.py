@@ -1,0 +1,128 @@
+"""Outbound call endpoints: place a call or join a meeting running a flow, read its status, hang it up.
+
+Thin adapters over calling/outbound.py, which makes every decision. FUNCTION auth level: these place calls
+that cost money and reach real people, so a function key (`x-functions-key` or `?code=`) is required in
+Azure; the calling webhook is the only anonymous route. Every answer is JSON, never a traceback.
+
+    POST   /api/outbound/calls        {"to", "flow", "from_instance"?, "subject"?}   -> 202 {"callId", "statusUri"}
+    POST   /api/outbound/meetings     {"join_url" | "meeting_id"+"passcode", "flow"}  -> 202 {"callId", "statusUri"}
+    GET    /api/outbound/calls/{id}   -> 200 the session's status (?transcript=true: and its timeline), or 404
+    DELETE /api/outbound/calls/{id}   -> 204 hung up, or 404 when Graph says the call is gone
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+import azure.durable_functions as df
+import azure.functions as func
+
+from calling import outbound
+from calling.errors import GraphError
+from calling.session_log import timeline
+from functions import runtime
+from functions.calls import DurableEventSink
+
+bp = df.Blueprint()
+log = logging.getLogger("functions.outbound")
+
+STATUS_PATH = "/api/outbound/calls/"
+
+
+@bp.route(route="outbound/calls", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@bp.durable_client_input(client_name="client")
+async def place_call(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    return await _place(req, client, lambda data, app: outbound.parse_place_call(
+        data, flows=app.flows, default_instance=app.settings.bot_instance_id))
+
+
+@bp.route(route="outbound/meetings", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
+@bp.durable_client_input(client_name="client")
+async def join_meeting(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    return await _place(req, client, lambda data, app: outbound.parse_join_meeting(data, flows=app.flows))
+
+
+@bp.route(route="outbound/calls/{id}", methods=["GET", "DELETE"], auth_level=func.AuthLevel.FUNCTION)
+@bp.durable_client_input(client_name="client")
+async def outbound_call(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    try:
+        app = runtime.get()
+        call_id = outbound.check_call_id(req.route_params.get("id", ""))
+        if req.method.upper() == "DELETE":
+            return await _hang_up(app, client, call_id)
+        return await _status(client, call_id, transcript=_flag(req.params.get("transcript")))
+    except runtime.NotConfigured:
+        return _not_configured()
+    except outbound.Refusal as exc:
+        return _json(exc.status, exc.body())
+    except Exception:  # the last line of defence: log it, answer JSON
+        log.exception("the outbound call endpoint failed unexpectedly")
+        return _json(500, {"error": "internal", "reason": "unexpected error; see the logs"})
+
+
+async def _place(req: func.HttpRequest, client: df.DurableOrchestrationClient,
+                 parse: Callable[[Any, runtime.Runtime], outbound.Outbound]) -> func.HttpResponse:
+    try:
+        app = runtime.get()
+    except runtime.NotConfigured:
+        return _not_configured()
+    try:
+        request = parse(outbound.read_json(req.get_body()), app)
+        placed = await outbound.place(request, control=app.calls.for_tenant(), flows=app.flows,
+                                      sink=DurableEventSink(client), now=_now(app), app_id=app.settings.bot_app_id)
+    except outbound.Refusal as exc:
+        return _json(exc.status, exc.body())
+    except GraphError as exc:
+        return _json(*outbound.graph_failure(exc))
+    except Exception:
+        log.exception("placing the outbound call failed unexpectedly")
+        return _json(500, {"error": "internal", "reason": "unexpected error; see the logs"})
+    status_uri = f"{app.settings.public_url}{STATUS_PATH}{placed.call_id}"
+    return _json(202, {"callId": placed.call_id, "statusUri": status_uri}, headers={"Location": status_uri})
+
+
+async def _status(client: df.DurableOrchestrationClient, call_id: str, *, transcript: bool) -> func.HttpResponse:
+    status = await client.get_status(call_id, show_history=transcript, show_history_output=transcript,
+                                     show_input=transcript)
+    if not status:  # the client's status for an unknown instance has no creation time
+        return _json(404, {"error": "not_found", "reason": f"no session for call {call_id}"})
+    runtime_status = status.runtime_status.value if status.runtime_status is not None else None
+    view = outbound.status_view(call_id, runtime_status=runtime_status, custom_status=status.custom_status,
+                                created=status.created_time, updated=status.last_updated_time, output=status.output)
+    if transcript:
+        # The status API names the history `historyEvents`, which the client keeps as an attribute of that name.
+        view["transcript"] = timeline(getattr(status, "historyEvents", None) or status.history or [])
+    return _json(200, view)
+
+
+async def _hang_up(app: runtime.Runtime, client: df.DurableOrchestrationClient, call_id: str) -> func.HttpResponse:
+    status = await client.get_status(call_id, show_input=True)
+    tenant = outbound.session_tenant(status.input_) if status else None
+    try:
+        await app.calls.for_tenant(tenant).hang_up(call_id)
+    except GraphError as exc:
+        return _json(*outbound.graph_failure(exc))
+    return func.HttpResponse(status_code=204)
+
+
+def _now(app: runtime.Runtime) -> datetime:
+    """The runtime's clock: the local host's virtual clock in tests, wall-clock UTC in Azure."""
+    clock: Callable[[], datetime] = app.webhook._now  # the clock runtime.build gave the webhook
+    return clock()
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").lower() in ("1", "true", "yes")
+
+
+def _not_configured() -> func.HttpResponse:
+    return _json(503, {"error": "not_configured", "reason": "the bot's settings are incomplete; see the logs"})
+
+
+def _json(status: int, body: Mapping[str, Any], *, headers: Mapping[str, str] | None = None) -> func.HttpResponse:
+    return func.HttpResponse(json.dumps(body), status_code=status, mimetype="application/json",
+                             headers=dict(headers or {}))
