@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping
-from datetime import datetime
 from typing import Any
 
 import azure.durable_functions as df
@@ -73,7 +72,7 @@ async def _place(req: func.HttpRequest, client: df.DurableOrchestrationClient,
     try:
         request = parse(outbound.read_json(req.get_body()), app)
         placed = await outbound.place(request, control=app.calls.for_tenant(), flows=app.flows,
-                                      sink=DurableEventSink(client), now=_now(app), app_id=app.settings.bot_app_id)
+                                      sink=DurableEventSink(client), now=app.now(), app_id=app.settings.bot_app_id)
     except outbound.Refusal as exc:
         return _json(exc.status, exc.body())
     except GraphError as exc:
@@ -109,10 +108,6 @@ async def _hang_up(app: runtime.Runtime, client: df.DurableOrchestrationClient, 
     return func.HttpResponse(status_code=204)
 
 
-def _now(app: runtime.Runtime) -> datetime:
-    """The runtime's clock: the local host's virtual clock in tests, wall-clock UTC in Azure."""
-    clock: Callable[[], datetime] = app.webhook._now  # the clock runtime.build gave the webhook
-    return clock()
 
 
 def _flag(value: str | None) -> bool:

@@ -37,6 +37,8 @@ class Runtime:
     handoff: HandoffTransport | None
     flows: FlowLibrary
     recordings: RecordingStore | None
+    #: The app's clock for call facts (a flow's start time): the local host's virtual clock in tests.
+    now: Callable[[], datetime]
 
 
 class NotConfigured(Exception):
@@ -67,7 +69,7 @@ def build(env: Mapping[str, str], *, now: Callable[[], datetime] | None = None) 
     recordings = FolderStore(Path(settings.recordings_dir)) if settings.recordings_dir else None
     webhook = Webhook(settings=settings, authenticator=authenticator, router=router, calls=calls, handoff=handoff,
                       flows=flows, now=now or _utcnow)
-    return Runtime(settings, webhook, calls, handoff, flows, recordings)
+    return Runtime(settings, webhook, calls, handoff, flows, recordings, now or _utcnow)
 
 
 def _utcnow() -> datetime:
