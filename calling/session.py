@@ -9,7 +9,7 @@ events, and which event a failed Graph action turns into.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from functools import cache
@@ -28,7 +28,7 @@ KEEPALIVE_REF = "keepalive"
 
 
 class FlowNotFound(LookupError):
-    pass
+    """No file for a flow name in FLOWS_DIR: the webhook rejects the call busy and says which file."""
 
 
 @dataclass(frozen=True)
@@ -210,7 +210,3 @@ def failure_event(command: c.Command, result: Mapping[str, Any], at: datetime) -
     if isinstance(command, c.Redirect):
         return e.Redirected(at=at, ref=command.ref, ok=False, code=code)
     return None
-
-
-def describe(commands: Sequence[c.Command]) -> str:
-    return ", ".join(type(x).__name__ for x in commands)

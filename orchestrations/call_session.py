@@ -19,9 +19,9 @@ from typing import Any
 import azure.durable_functions as df
 
 from calling import telemetry
-from calling.flows import State, step
 from calling.flows import commands as c
 from calling.flows import events as e
+from calling.flows import step
 from calling.session import KEEPALIVE_EVERY, KEEPALIVE_REF, Session, failure_event, translate
 from calling.webhook import NOTIFICATION_EVENT
 from functions import runtime
@@ -154,8 +154,3 @@ async def call_action(request: Mapping[str, Any]) -> dict[str, Any]:
     control = app.calls.for_tenant(str(request.get("tenant_id") or "") or None)
     with telemetry.correlation(call_id=str(request.get("call_id")), tenant_id=str(request.get("tenant_id") or "")):
         return await perform(control, app.flows, app.recordings, request)
-
-
-def initial_state(data: Mapping[str, Any]) -> State:
-    """The flow state a session input starts from (for status endpoints and tests)."""
-    return Session.from_json(data).state

@@ -14,6 +14,7 @@ import asyncio
 import heapq
 import itertools
 import time
+from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager, suppress
 from datetime import UTC, datetime, timedelta
@@ -76,7 +77,7 @@ class Clock(Protocol):
         """Let `seconds` go by with everything that happens in them (a caller staying on the line)."""
 
 
-class _Base:
+class _Base(ABC):
     def __init__(self) -> None:
         self._busy = 0
         self._changed: asyncio.Event | None = None
@@ -120,12 +121,12 @@ class _Base:
     def call_at(self, when: datetime, callback: Callback) -> TimerHandle:
         return self.call_later((when - self.now()).total_seconds(), callback)
 
+    @abstractmethod
     async def run_until(self, condition: Callable[[], bool], *, within: float,
-                        wall_timeout: float = 30.0) -> None:
-        raise NotImplementedError
+                        wall_timeout: float = 30.0) -> None: ...
 
-    def elapsed(self) -> float:
-        raise NotImplementedError
+    @abstractmethod
+    def elapsed(self) -> float: ...
 
     async def idle(self, at_most: float = 2.0) -> None:
         """Wait (up to `at_most` wall seconds) until no work is in flight: a clean place to stop."""
@@ -141,11 +142,11 @@ class _Base:
         self.call_later(seconds, lambda: None)
         await self.run_until(lambda: self.elapsed() >= target, within=seconds + 1e-6, wall_timeout=wall_timeout)
 
-    def now(self) -> datetime:
-        raise NotImplementedError
+    @abstractmethod
+    def now(self) -> datetime: ...
 
-    def call_later(self, delay: float, callback: Callback) -> TimerHandle:
-        raise NotImplementedError
+    @abstractmethod
+    def call_later(self, delay: float, callback: Callback) -> TimerHandle: ...
 
 
 class RealClock(_Base):

@@ -17,10 +17,8 @@ every time. On the real clock (the demo) everything takes as long as it would on
 from __future__ import annotations
 
 import asyncio
-import os
 import tempfile
 import threading
-import uuid
 from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
@@ -450,10 +448,3 @@ def _app_root() -> Path:
     return Path(function_app.__file__).resolve().parent
 
 
-def unique_number() -> str:
-    """A fictional +1 425 555 01xx number, for tests that need many distinct callers."""
-    return f"+1425555{uuid.uuid4().int % 10000:04d}"
-
-
-def env_flag(name: str) -> bool:
-    return os.environ.get(name, "").lower() in ("1", "true", "yes")

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from calling.yamlsource import Document, PathKey, SourceError, SourceErrors, load_file, load_text
-from simulator.directory import OUTCOMES, Behaviour, Directory
+from simulator.directory import OUTCOMES, Directory
 from simulator.faults import NOTIFICATION_FAULTS, Faults, GraphFault, NotificationFault
 
 ACTIONS = ("press", "speak", "silence", "wait", "hang_up", "expect")
@@ -341,7 +341,3 @@ def _expect(call: Any, args: Mapping[str, Any]) -> None:
         call.expect_ended(code=spec.get("code"), subcode=spec.get("subcode"), **within)
     elif kind == "state":
         call.expect_state(value, **within)
-
-
-def describe_behaviour(behaviour: Behaviour) -> str:
-    return f"{behaviour.outcome} after {behaviour.after:g} s"

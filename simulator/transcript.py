@@ -6,7 +6,6 @@ a terminal (`render`) and as JSON (`to_json`) for tools and test failure reports
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -55,10 +54,6 @@ class Transcript:
 
 def render_all(transcripts: list[Transcript], *, color: bool = False) -> str:
     return "\n\n".join(t.render(color=color) for t in transcripts)
-
-
-def dumps(transcripts: list[Transcript]) -> str:
-    return json.dumps([t.to_json() for t in transcripts], indent=2)
 
 
 _COLORS = {"to-bot": "36", "from-bot": "33", "caller": "32", "sim": "90"}

@@ -19,7 +19,7 @@ Fact = str | int | float | bool | None
 
 @dataclass(frozen=True, kw_only=True)
 class Command:
-    pass
+    """Base of every command; `command_to_json` names the subclass in `type`."""
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -297,13 +297,8 @@ class _Reader:
         return out if len(out) == len(raw) else _BAD
 
     def _timezone(self, _: m.TimeZone, raw: Any, path: PathKey) -> Any:
-        if isinstance(raw, str) and raw:
-            try:
-                zoneinfo.ZoneInfo(raw)
-            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-                pass
-            else:
-                return raw
+        if isinstance(raw, str) and raw and _is_zone(raw):
+            return raw
         return self.fail(path, f"must be an IANA time zone such as Europe/London, got {raw!r}")
 
     def _weekly(self, _: m.Weekly, raw: Any, path: PathKey) -> Any:
@@ -459,3 +454,11 @@ def _holiday_day(text: str) -> tuple[date, bool] | None:
 def _lower_first(text: str) -> str:
     text = text.rstrip(".")
     return text[:1].lower() + text[1:] if text[1:2].islower() else text
+
+
+def _is_zone(name: str) -> bool:
+    try:
+        zoneinfo.ZoneInfo(name)
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+        return False
+    return True

@@ -41,7 +41,7 @@ class Integer:
 
 @dataclass(frozen=True)
 class Boolean:
-    pass
+    """true or false."""
 
 
 @dataclass(frozen=True)
@@ -51,7 +51,7 @@ class Choice:
 
 @dataclass(frozen=True)
 class Version:
-    pass
+    """The file format's version: only 1."""
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,7 @@ class Options:
 
 @dataclass(frozen=True)
 class TimeZone:
-    pass
+    """An IANA time zone name, e.g. America/Los_Angeles."""
 
 
 @dataclass(frozen=True)
@@ -103,22 +103,22 @@ class Holidays:
 
 @dataclass(frozen=True)
 class TimeRanges:
-    pass
+    """One time range `"08:30-17:30"` or a list of them."""
 
 
 @dataclass(frozen=True)
 class Days:
-    pass
+    """Days of the week: `mon-fri`, `sat`, `sat,sun`."""
 
 
 @dataclass(frozen=True)
 class Globs:
-    pass
+    """Patterns with `*` (a number prefix, a user id): one or a list."""
 
 
 @dataclass(frozen=True)
 class FlowPath:
-    pass
+    """A sub-flow file, relative to the flow."""
 
 
 @dataclass(frozen=True)
@@ -138,7 +138,7 @@ class Items:
 
 @dataclass(frozen=True)
 class NodeMap:
-    pass
+    """Node names to nodes: the flow's `nodes` mapping."""
 
 
 Kind = (Text | Integer | Boolean | Choice | Version | NodeRef | Prompt | Target | Keys | Options | TimeZone

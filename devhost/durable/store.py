@@ -115,7 +115,7 @@ class MemoryStore:
         return existed
 
     def close(self) -> None:
-        pass
+        """Nothing to release: the histories live in this object."""
 
 
 _SCHEMA = """
