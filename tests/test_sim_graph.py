@@ -3,115 +3,24 @@ every notification's token with the real authenticator. No function app here: th
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
-from aiohttp import web
 
-from calling.auth import NotificationAuthenticator, SigningKeys
-from calling.credentials import LocalTokenCredential
+from calling.auth import NotificationAuthenticator
 from calling.errors import GraphError
-from calling.graph import CallControl, Prompt, ServiceHostedMedia
-from calling.graphclient import build_graph_client
+from calling.graph import ServiceHostedMedia
 from calling.identities import application_instance, phone, teams_user
-from calling.notifications import parse_body
-from simulator.clock import VirtualClock
-from simulator.core import Bot, Meeting, Simulator
-from simulator.directory import Directory
-from simulator.faults import Faults, GraphFault, NotificationFault
-from simulator.media import tone_wav
-from simulator.server import SimulatorServer
-
-APP = "11111111-2222-3333-4444-555555555555"
-TENANT = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
-NUMBER = "+14255550199"
-INSTANCE = "0f0f0f0f-1111-2222-3333-444444444444"
-
-
-@dataclass
-class Webhook:
-    """A bot endpoint that authenticates each POST for real and keeps what it received."""
-
-    keys: SigningKeys | None = None
-    received: list[dict[str, Any]] = field(default_factory=list)
-    refused: list[str] = field(default_factory=list)
-    url: str = ""
-
-    def events(self) -> list[Any]:
-        return [e for body in self.received for e in parse_body(json.dumps(body).encode())]
-
-    def last(self) -> dict[str, Any]:
-        resource: dict[str, Any] = self.received[-1]["value"][-1]["resourceData"]
-        return resource
-
-    def states(self) -> list[str]:
-        data = [n["resourceData"] for b in self.received for n in b["value"]]
-        return [d.get("state") for d in data if isinstance(d, dict)
-                and d.get("@odata.type") == "#microsoft.graph.call" and "toneInfo" not in d]
-
-
-@dataclass
-class World:
-    clock: VirtualClock
-    sim: Simulator
-    bot: Webhook
-    control: CallControl
-    prompt_base: str
-
-    def prompt(self, name: str) -> Prompt:
-        return Prompt(f"{self.prompt_base}/{name}.wav")
-
-    async def until(self, condition: Any, within: float = 120) -> None:
-        await self.clock.run_until(condition, within=within, wall_timeout=10)
+from simulator.core import Meeting
+from simulator.faults import GraphFault, NotificationFault
+from tests.simworld import APP, INSTANCE, NUMBER, TENANT, World, open_world
 
 
 @pytest.fixture
 async def world() -> AsyncIterator[World]:
-    clock = VirtualClock()
-    hook = Webhook()
-    app = web.Application()
-
-    async def receive(request: web.Request) -> web.Response:
-        async with clock.busy():
-            assert hook.keys is not None
-            authenticator = NotificationAuthenticator(app_id=APP, allowed_tenants=[TENANT], keys=hook.keys)
-            try:
-                await authenticator.authenticate(request.headers.get("Authorization"))
-            except Exception as exc:
-                hook.refused.append(str(exc))
-                return web.Response(status=401)
-            hook.received.append(await request.json())
-            return web.Response(status=202)
-
-    async def prompt(request: web.Request) -> web.Response:
-        seconds = {"welcome": 2.0, "menu": 4.0}.get(request.match_info["name"], 1.0)
-        if request.match_info["name"] == "stereo":
-            return web.Response(status=200, body=b"RIFF....not a wav")
-        return web.Response(body=tone_wav(seconds), content_type="audio/wav")
-
-    app.router.add_post("/api/calls", receive)
-    app.router.add_get("/prompts/{name}.wav", prompt)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    hook.url = f"http://127.0.0.1:{port}/api/calls"
-    sim = Simulator(clock=clock, bot=Bot(APP, TENANT, hook.url, {NUMBER: INSTANCE}), directory=Directory(),
-                    faults=Faults())
-    server = SimulatorServer(sim)
-    await server.start()
-    hook.keys = SigningKeys(server.openid_url)
-    client = build_graph_client(server.graph_url, LocalTokenCredential(), retry_budget_seconds=5)
-    control = CallControl(client, callback_uri=hook.url, tenant_id=TENANT, app_id=APP)
-    try:
-        yield World(clock, sim, hook, control, f"http://127.0.0.1:{port}/prompts")
-    finally:
-        await server.stop()
-        await runner.cleanup()
+    async with open_world() as opened:
+        yield opened
 
 
 async def _answered(world: World, caller: str = "+14255550100") -> Any:
