@@ -31,6 +31,7 @@ class StubServer:
         self._jwks = {"keys": [jwk]}
         self.arrivals: dict[str, float] = {}
         self.answers = 0
+        self.sessions = 0
         self.key_fetches = 0
         self.unexpected: list[str] = []
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
@@ -70,6 +71,7 @@ class StubServer:
         app.router.add_get("/openid", self._openid)
         app.router.add_get("/jwks", self._jwks_handler)
         app.router.add_post("/v1.0/communications/calls/{call_id}/answer", self._answer)
+        app.router.add_post("/durabletask/orchestrators/{name}/{instance_id}", self._start)
         app.router.add_route("*", "/{tail:.*}", self._other)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -81,6 +83,13 @@ class StubServer:
         self.arrivals[request.match_info["call_id"]] = arrived
         self.answers += 1
         return web.Response(status=202)
+
+    async def _start(self, request: web.Request) -> web.Response:
+        """The Durable management API's start-new: each answered call starts its session first."""
+        await request.read()
+        self.sessions += 1
+        instance = request.match_info["instance_id"]
+        return web.json_response({"id": instance, "statusQueryGetUri": f"{self.base}/status/{instance}"}, status=202)
 
     async def _openid(self, request: web.Request) -> web.Response:
         self.key_fetches += 1

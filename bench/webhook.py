@@ -247,9 +247,20 @@ async def run(sequential: int, concurrent: int, concurrency: int, warmup: int, b
             return Results(cold, app_phases, base_phases, stub.key_fetches, stub.answers, list(stub.unexpected))
         finally:
             await _close_graph_clients()
+            await _close_durable_session()
             runtime.reset()
             for name, value in saved.items():
                 if value is None:
                     os.environ.pop(name, None)
                 else:
                     os.environ[name] = value
+
+
+async def _close_durable_session() -> None:
+    """azure-functions-durable keeps one process-wide aiohttp session; close it before the loop ends."""
+    from azure.durable_functions.models.utils import http_utils
+
+    session = http_utils._client_session
+    if session is not None and not session.closed:
+        await session.close()
+    http_utils._client_session = None
