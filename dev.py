@@ -24,6 +24,10 @@ VENV = ROOT / ".venv"
 STAMP = VENV / ".installed"
 BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PY = BIN / ("python.exe" if os.name == "nt" else "python")
+# checkov pins many packages the app also uses, so the infrastructure checks get a venv of their own.
+INFRA_VENV = ROOT / ".venv-infra"
+INFRA_REQUIREMENTS = ROOT / "infra" / "requirements-check.txt"
+NODE_STAMP = ROOT / "node_modules" / ".installed"
 
 
 def say(message: str) -> None:
@@ -61,8 +65,47 @@ def setup() -> None:
     STAMP.write_text(wanted)
 
 
+def _digest(*paths: Path) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def setup_node() -> None:
+    """npm ci the Node tools the tests use (Azurite, the Teams manifest schema), only when the lock changed."""
+    lock = ROOT / "package-lock.json"
+    wanted = _digest(ROOT / "package.json", lock)
+    if NODE_STAMP.exists() and NODE_STAMP.read_text() == wanted:
+        return
+    say("installing Node tools (npm ci: Azurite, Teams app manifest schema)")
+    npm = "npm.cmd" if os.name == "nt" else "npm"
+    run(npm, "ci", "--no-audit", "--no-fund", "--loglevel=error")
+    NODE_STAMP.write_text(wanted)
+
+
+def setup_infra() -> None:
+    """A separate venv with checkov (and the pycep-parser it brings) for the offline Bicep checks."""
+    if not INFRA_REQUIREMENTS.exists():
+        return
+    bin_dir = INFRA_VENV / ("Scripts" if os.name == "nt" else "bin")
+    python = bin_dir / ("python.exe" if os.name == "nt" else "python")
+    stamp = INFRA_VENV / ".installed"
+    wanted = _digest(INFRA_REQUIREMENTS)
+    if stamp.exists() and stamp.read_text() == wanted:
+        return
+    if not python.exists():
+        say(f"creating {INFRA_VENV.name}/ (checkov for the Bicep checks)")
+        venv.EnvBuilder(with_pip=True).create(INFRA_VENV)
+    say("installing the infrastructure checks (checkov, pinned)")
+    run(python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r", INFRA_REQUIREMENTS)
+    stamp.write_text(wanted)
+
+
 def test(extra: list[str]) -> int:
     setup()
+    setup_node()
+    setup_infra()
     say("ruff (lint)")
     lint = run(BIN / "ruff", "check", ".", check=False)
     say("mypy (types)")
