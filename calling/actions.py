@@ -18,13 +18,17 @@ from typing import Any, Protocol
 from calling.errors import GraphError
 from calling.flows import commands as c
 from calling.flows.prompts import graph_prompt
-from calling.graph import CallControl
+from calling.graph import CallControl, ServiceHostedMedia
+from calling.identities import application_instance
 from calling.routing import parse_target
 from calling.session import FlowLibrary
 
 log = logging.getLogger("calling.actions")
 
 TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+#: Requests of a consultative transfer that are not engine commands (calling/consult.py decides them).
+CONSULT_HAND_OVER = "Consult.HandOver"
+CONSULT_END = "Consult.End"
 
 
 class RecordingStore(Protocol):
@@ -51,15 +55,25 @@ def is_transient(exc: GraphError) -> bool:
 
 
 async def perform(control: CallControl, flows: FlowLibrary, store: RecordingStore | None,
-                  request: Mapping[str, Any]) -> dict[str, Any]:
+                  request: Mapping[str, Any], *, instance_id: str | None = None) -> dict[str, Any]:
+    """Carry out one request of the session. `instance_id`: the bot's resource account, the caller id
+    when the bot rings a phone number for a consultative transfer."""
     call_id = str(request["call_id"])
     data = request["command"]
     try:
-        if data.get("type") == "KeepAlive":
+        kind = data.get("type")
+        if kind == "KeepAlive":
             await control.keep_alive(call_id)
             return {"ok": True}
+        if kind == CONSULT_HAND_OVER:
+            # The target answered the bot's second call: the caller's call replaces it.
+            await control.transfer(call_id, parse_target(data["target"]), replaces_call_id=str(data["consult_call_id"]))
+            return {"ok": True}
+        if kind == CONSULT_END:
+            await control.hang_up(str(data["consult_call_id"]))
+            return {"ok": True}
         command = c.command_from_json(data)
-        return await _perform(control, flows, store, call_id, str(request["flow"]), command)
+        return await _perform(control, flows, store, call_id, str(request["flow"]), command, instance_id)
     except GraphError as exc:
         if is_transient(exc):
             raise
@@ -69,7 +83,7 @@ async def perform(control: CallControl, flows: FlowLibrary, store: RecordingStor
 
 
 async def _perform(control: CallControl, flows: FlowLibrary, store: RecordingStore | None, call_id: str,
-                   flow: str, command: c.Command) -> dict[str, Any]:
+                   flow: str, command: c.Command, instance_id: str | None) -> dict[str, Any]:
     if isinstance(command, c.Play):
         bundle = flows.bundle(flow)
         prompts = [graph_prompt(bundle, key, flows.prompts_base_url) for key in command.prompts]
@@ -89,8 +103,9 @@ async def _perform(control: CallControl, flows: FlowLibrary, store: RecordingSto
         return {"ok": True, "operation": op.id}
     elif isinstance(command, c.SaveRecording):
         return await _save(control, store, call_id, command)
+    elif isinstance(command, c.Transfer) and command.mode == "consultative":
+        return await _consult(control, call_id, command, instance_id)
     elif isinstance(command, c.Transfer):
-        # Consultative transfer (a second call first, then replacesCallId) is not wired yet: it transfers blind.
         await control.transfer(call_id, parse_target(command.target))
     elif isinstance(command, c.Invite):
         op = await control.invite(call_id, [parse_target(t) for t in command.targets], client_context=command.ref)
@@ -102,6 +117,19 @@ async def _perform(control: CallControl, flows: FlowLibrary, store: RecordingSto
     else:
         return {"ok": False, "code": "unsupported", "message": f"{type(command).__name__} is not a Graph action"}
     return {"ok": True}
+
+
+async def _consult(control: CallControl, call_id: str, command: c.Transfer, instance_id: str | None
+                   ) -> dict[str, Any]:
+    """Ring the target on a call of the bot's own, its notifications routed to the caller's session."""
+    target = parse_target(command.target)
+    callback = f"{control.callback_uri.rstrip('/')}/{call_id}"
+    source = application_instance(instance_id) if instance_id and target.kind == "phone" else None
+    if target.kind == "phone" and source is None:
+        return {"ok": False, "code": "no_instance", "message": "ringing a phone number needs BOT_INSTANCE_ID "
+                "(the bot's resource account) as the caller id"}
+    info = await control.create_call([target], source=source, media=ServiceHostedMedia(), callback_uri=callback)
+    return {"ok": True, "consult_call_id": info.id}
 
 
 async def _save(control: CallControl, store: RecordingStore | None, call_id: str,

@@ -16,6 +16,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from calling.consult import Consult, ring_outcome
 from calling.events import CallEvent, CallStateChanged, OperationCompleted, ToneReceived
 from calling.flows import Bundle, State, load_bundle, step
 from calling.flows import commands as c
@@ -82,11 +83,13 @@ class Session:
     commands: list[c.Command] = field(default_factory=list)
     timers: dict[str, str] = field(default_factory=dict)  # ref -> ISO due time (keepalive included)
     executions: int = 1
+    consult: Consult | None = None  # the bot's second call of a consultative transfer, while it lasts
 
     def to_json(self) -> dict[str, Any]:
         return {"v": SESSION_VERSION, "call_id": self.call_id, "tenant_id": self.tenant_id, "flow": self.flow,
                 "state": self.state.to_json(), "commands": [c.command_to_json(x) for x in self.commands],
-                "timers": dict(self.timers), "executions": self.executions}
+                "timers": dict(self.timers), "executions": self.executions,
+                "consult": self.consult.to_json() if self.consult else None}
 
     @classmethod
     def from_json(cls, data: Any) -> Session:
@@ -96,7 +99,8 @@ class Session:
             raise ValueError(f"not a call session of version {SESSION_VERSION}: {data!r:.200}")
         return cls(str(data["call_id"]), str(data.get("tenant_id") or ""), str(data["flow"]),
                    State.from_json(data["state"]), [c.command_from_json(x) for x in data.get("commands") or []],
-                   {str(k): str(v) for k, v in (data.get("timers") or {}).items()}, int(data.get("executions", 1)))
+                   {str(k): str(v) for k, v in (data.get("timers") or {}).items()}, int(data.get("executions", 1)),
+                   Consult.from_json(data["consult"]) if data.get("consult") else None)
 
     def start_timer(self, ref: str, due: datetime) -> None:
         self.timers[ref] = due.isoformat()
@@ -111,10 +115,16 @@ class Session:
             del self.timers[ref]
         return [ref for _, ref in due]
 
-    def action(self, command: c.Command | None = None, *, keepalive: bool = False) -> dict[str, Any]:
-        """The input of the `call_action` activity for a Graph command."""
-        return {"call_id": self.call_id, "tenant_id": self.tenant_id, "flow": self.flow,
-                "command": {"type": "KeepAlive"} if keepalive or command is None else c.command_to_json(command)}
+    def action(self, command: c.Command | Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The input of the `call_action` activity: an engine command, a raw request (a consultative
+        transfer's steps), or None for keepAlive."""
+        if command is None:
+            data: Mapping[str, Any] = {"type": "KeepAlive"}
+        elif isinstance(command, c.Command):
+            data = c.command_to_json(command)
+        else:
+            data = command
+        return {"call_id": self.call_id, "tenant_id": self.tenant_id, "flow": self.flow, "command": dict(data)}
 
 
 def translate(notifications: Iterable[Mapping[str, Any]], state: State, at: datetime) -> list[e.Event]:
@@ -175,21 +185,11 @@ def _state(ev: CallStateChanged, transfer: str, at: datetime) -> list[e.Event]:
     if ev.state != "established":
         return []
     if transfer and code is not None and code >= 400:
-        outcome = transfer_failure(code, subcode, result.message if result else None)
+        outcome = ring_outcome(code, subcode, result.message if result else None)
         return [e.TransferOutcome(at=at, ref=transfer, outcome=outcome, code=code, subcode=subcode)]
     if (ev.media_state or {}).get("audio", "active").lower() == "inactive":
         return []
     return [e.CallEstablished(at=at)]
-
-
-def transfer_failure(code: int | None, subcode: int | None, message: str | None) -> str:
-    """A failed transfer's branch. Graph reports blind failures as 500/7000; the reason is in the message."""
-    text = (message or "").lower()
-    if code == 408 or "no answer" in text or "not answer" in text or "10057" in text:
-        return "no_answer"
-    if code in (486, 603) or "declin" in text or "busy" in text:
-        return "declined"
-    return "failed"
 
 
 def failure_event(command: c.Command, result: Mapping[str, Any], at: datetime) -> e.Event | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -37,6 +38,8 @@ log = logging.getLogger("calling.webhook")
 
 # The external event name a call's orchestration waits for; its data is {"notifications": [...]}.
 NOTIFICATION_EVENT = "graph_notification"
+#: A session id in the callback path is a Graph call id: a GUID, which also makes it a valid Durable instance id.
+SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
 SAFETY_MARGIN_SECONDS = 1.0  # leave Graph this much of the deadline for the request itself
 
 
@@ -111,19 +114,23 @@ class Webhook:
         self._now = now
         self._recent = RecentCalls(clock=clock)
 
-    async def handle(self, headers: Mapping[str, str], body: bytes, sink: CallEventSink | None = None
-                     ) -> WebhookResponse:
+    async def handle(self, headers: Mapping[str, str], body: bytes, sink: CallEventSink | None = None,
+                     *, session: str | None = None) -> WebhookResponse:
+        """One POST from Graph. `session`: the call whose session owns these notifications, from the callback
+        path `/api/calls/{session}` the bot gave a call of its own (a consultative transfer's second call)."""
+        if session is not None and not SESSION_ID.fullmatch(session):
+            return _error(400, "bad_request", "the callback path's session must be a call id (letters, digits, -)")
         received = self._clock()
         received_at = self._now()
         h = {k.lower(): v for k, v in headers.items()}
         with telemetry.correlation(scenario_id=h.get("scenario-id"), chain_id=h.get("x-microsoft-skype-chain-id")), \
                 telemetry.tracer.start_as_current_span("calls.notification") as span:
-            response = await self._handle(h, body, sink, received, received_at)
+            response = await self._handle(h, body, sink, received, received_at, session)
             span.set_attribute("http.response.status_code", response.status)
             return response
 
     async def _handle(self, h: Mapping[str, str], body: bytes, sink: CallEventSink | None,
-                      received: float, received_at: datetime) -> WebhookResponse:
+                      received: float, received_at: datetime, session: str | None) -> WebhookResponse:
         limit = self._settings.max_body_bytes
         declared = h.get("content-length", "")
         if (declared.isdigit() and int(declared) > limit) or len(body) > limit:
@@ -143,10 +150,10 @@ class Webhook:
             except NotificationError as exc:
                 log.warning("malformed notification: %s", exc)
                 return _error(400, "bad_request", str(exc))
-            return await self._dispatch(events, caller, sink, received, received_at)
+            return await self._dispatch(events, caller, sink, received, received_at, session)
 
     async def _dispatch(self, events: list[CallEvent], caller: Caller, sink: CallEventSink | None,
-                        received: float, received_at: datetime) -> WebhookResponse:
+                        received: float, received_at: datetime, session: str | None) -> WebhookResponse:
         later: OrderedDict[str, list[Mapping[str, Any]]] = OrderedDict()
         joining: dict[str, Any] | None = None
         for event in events:
@@ -162,7 +169,7 @@ class Webhook:
                     telemetry.emit("call.terminated", code=ri.code if ri else None,
                                    subcode=ri.subcode if ri else None, result_message=ri.message if ri else None,
                                    termination_reason=event.termination_reason)
-                batch = later.setdefault(event.call_id, [])
+                batch = later.setdefault(session or event.call_id, [])
                 if not batch or batch[-1] is not event.raw:
                     batch.append(event.raw)
         for call_id, notifications in later.items():

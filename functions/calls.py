@@ -1,5 +1,8 @@
 """POST /api/calls: the calling webhook Graph posts every notification to.
 
+`/api/calls/{session}` is the same webhook for calls the bot places on a session's behalf (a consultative
+transfer's second call): their notifications are raised on that session's orchestration.
+
 Thin by design: read the request, hand it to calling.webhook.Webhook, write its answer. Later events of
 a call are raised on the call's orchestration (instance id = call id) through the Durable client.
 """
@@ -44,7 +47,7 @@ class DurableEventSink:
         await self._client.start_new(ORCHESTRATOR, call_id, dict(session))
 
 
-@bp.route(route="calls", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
+@bp.route(route="calls/{session?}", methods=["POST"], auth_level=func.AuthLevel.ANONYMOUS)
 @bp.durable_client_input(client_name="client")
 async def calls(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     try:
@@ -52,7 +55,8 @@ async def calls(req: func.HttpRequest, client: df.DurableOrchestrationClient) ->
     except runtime.NotConfigured:
         return _json(503, {"error": "not_configured", "reason": "the bot's settings are incomplete; see the logs"})
     try:
-        result = await app.webhook.handle(dict(req.headers), req.get_body(), DurableEventSink(client))
+        result = await app.webhook.handle(dict(req.headers), req.get_body(), DurableEventSink(client),
+                                          session=req.route_params.get("session") or None)
     except Exception:  # the last line of defence: log it, answer JSON, never a traceback to the caller
         log.exception("the webhook failed unexpectedly")
         return _json(500, {"error": "internal", "reason": "unexpected error; see the logs"})

@@ -18,7 +18,8 @@ from typing import Any
 
 import azure.durable_functions as df
 
-from calling import telemetry
+from calling import consult, telemetry
+from calling.actions import CONSULT_END, CONSULT_HAND_OVER
 from calling.flows import commands as c
 from calling.flows import events as e
 from calling.flows import step
@@ -90,6 +91,9 @@ def call_session(context: df.DurableOrchestrationContext) -> Generator[Any, Any,
                 event = failure_event(command, result, context.current_utc_datetime)
                 if event is not None:
                     followups.append(event)
+                elif isinstance(command, c.Transfer) and result.get("consult_call_id"):
+                    session.consult = consult.Consult(command.ref, command.target, str(result["consult_call_id"]))
+                    session.start_timer(consult.RING_TIMER, now + timedelta(seconds=command.ring_timeout))
         queue = []
         if state.phase == "ended":
             return {"node": state.node, "left": state.left}
@@ -105,7 +109,12 @@ def call_session(context: df.DurableOrchestrationContext) -> Generator[Any, Any,
             if winner is waiting_for_graph:
                 if timer is not None and not timer.is_completed:
                     timer.cancel()
-                events = translate(_notifications(waiting_for_graph.result), state, now)
+                mine, second = consult.split(_notifications(waiting_for_graph.result), session.consult)
+                events = []
+                if second and session.consult is not None:
+                    events += yield from _consult(context, session, consult.on_notifications(session.consult,
+                                                                                             second, now))
+                events += translate(mine, state, now)
                 waiting_for_graph = None
             else:
                 events = []
@@ -113,11 +122,15 @@ def call_session(context: df.DurableOrchestrationContext) -> Generator[Any, Any,
                     if ref == KEEPALIVE_REF:
                         yield from _act(context, session, None)
                         session.start_timer(KEEPALIVE_REF, now + KEEPALIVE_EVERY)
+                    elif ref == consult.RING_TIMER and session.consult is not None:
+                        events += yield from _consult(context, session, consult.on_ring_timeout(session.consult, now))
                     else:
                         events.append(e.TimerFired(at=now, ref=ref))
         for event in events:
             state, commands = step(bundle, state, event)
             queue.extend(commands)
+        if session.consult is not None:
+            yield from _consult(context, session, consult.on_engine(session.consult, state.op, state.left))
         handled += len(events)
         context.set_custom_status({"node": state.node, "phase": state.phase, "flow": state.flow})
         if handled >= EVENTS_PER_EXECUTION and waiting_for_graph is None and state.phase != "ended":
@@ -127,15 +140,44 @@ def call_session(context: df.DurableOrchestrationContext) -> Generator[Any, Any,
             return None
 
 
+def _consult(context: df.DurableOrchestrationContext, session: Session,
+             decided: consult.Step) -> Generator[Any, Any, list[e.Event]]:
+    """Carry out a consultative transfer's step (calling/consult.py decided it); the engine events it yields."""
+    second = session.consult
+    session.consult = decided.consult
+    if decided.consult is None or decided.hand_over:
+        session.timers.pop(consult.RING_TIMER, None)
+    if second is None:
+        return []
+    ids = {"consult_call_id": second.call_id, "target": second.target}
+    events: list[e.Event] = [decided.outcome] if decided.outcome is not None else []
+    if decided.hand_over:
+        result = yield from _act(context, session, {"type": CONSULT_HAND_OVER, **ids})
+        if not result.get("ok"):
+            now = context.current_utc_datetime
+            session.consult = None
+            yield from _act(context, session, {"type": CONSULT_END, **ids})
+            events.append(e.TransferOutcome(at=now, ref=second.ref, outcome="failed", code=result.get("status")))
+    if decided.hang_up:
+        yield from _act(context, session, {"type": CONSULT_END, **ids})
+    return events
+
+
 def _act(context: df.DurableOrchestrationContext, session: Session,
-         command: c.Command | None) -> Generator[Any, Any, Mapping[str, Any]]:
+         command: c.Command | Mapping[str, Any] | None) -> Generator[Any, Any, Mapping[str, Any]]:
     try:
         result = yield context.call_activity_with_retry(ACTIVITY, RETRY, session.action(command))
     except Exception as exc:  # retries exhausted: the engine takes the failure branch
         if not context.is_replaying:
-            log.warning("%s failed after retries: %s", type(command).__name__ if command else "keepAlive", exc)
+            log.warning("%s failed after retries: %s", _name(command), exc)
         return {"ok": False, "code": "retries_exhausted", "message": str(exc)[:300]}
     return result if isinstance(result, Mapping) else {"ok": False, "code": "bad_result"}
+
+
+def _name(command: c.Command | Mapping[str, Any] | None) -> str:
+    if command is None:
+        return "keepAlive"
+    return type(command).__name__ if isinstance(command, c.Command) else str(command.get("type"))
 
 
 def _notifications(data: Any) -> list[Mapping[str, Any]]:
@@ -153,4 +195,4 @@ async def call_action(request: Mapping[str, Any]) -> dict[str, Any]:
     app = runtime.get()
     control = app.calls.for_tenant(str(request.get("tenant_id") or "") or None)
     with telemetry.correlation(call_id=str(request.get("call_id")), tenant_id=str(request.get("tenant_id") or "")):
-        return await perform(control, app.flows, app.recordings, request)
+        return await perform(control, app.flows, app.recordings, request, instance_id=app.settings.bot_instance_id)

@@ -405,6 +405,34 @@ class CallHandle:
         """Wait for the bot to transfer this caller (to `to`); by default also that the target answered."""
         return self._expect_leg("transfer", to, outcome, within)
 
+    def expect_consult(self, to: str | None = None, *, outcome: str | None = "answered",
+                       within: float = DEFAULT_WITHIN) -> Leg:
+        """Wait for the bot to ring `to` on a call of its own while this caller waits (the first half of a
+        consultative transfer); by default also that the target answered. `expect_transfer` then sees the
+        hand-over."""
+        began = self.call.transcript.entries[0].at if self.call.transcript.entries else 0.0
+
+        def leg() -> Leg | None:
+            for other in list(self.simulation.simulator.calls.values()):
+                if other is self.call or other.direction != "outgoing":
+                    continue
+                for item in other.legs:
+                    if item.kind == "outbound" and item.started_at >= began and (to is None or to in item.targets):
+                        return item
+            return None
+
+        what = "the bot ringing " + (to or "someone") + " for a consultative transfer" + (
+            f" ({outcome})" if outcome else "")
+        self._wait(lambda: leg() is not None or self.call.ended, within, what)
+        found = leg()
+        if found is None:
+            raise ExpectationFailed(self.simulation._failure(what, "the call ended without one", self.call))
+        if outcome is not None:
+            self._wait(lambda: found.outcome != "ringing", within, what)
+            if found.outcome != outcome:
+                raise ExpectationFailed(self.simulation._failure(what, f"it ended {found.outcome}", self.call))
+        return found
+
     def expect_redirect(self, to: str | None = None, *, outcome: str | None = "answered",
                         within: float = DEFAULT_WITHIN) -> Leg:
         return self._expect_leg("redirect", to, outcome, within)

@@ -17,7 +17,9 @@ from simulator.directory import OUTCOMES, Directory
 from simulator.faults import NOTIFICATION_FAULTS, Faults, GraphFault, NotificationFault
 
 ACTIONS = ("press", "speak", "silence", "wait", "hang_up", "expect")
-EXPECTATIONS = ("answered", "prompt", "transfer", "redirect", "invite", "recording", "ended", "state")
+#: Expectations about something the bot did with the caller, each with an outcome.
+LEG_KINDS = ("consult", "transfer", "redirect", "invite")
+EXPECTATIONS = ("answered", "prompt", "consult", "transfer", "redirect", "invite", "recording", "ended", "state")
 LEG_OUTCOMES = ("answered", "declined", "busy", "no_answer", "failed", "any")
 
 
@@ -226,7 +228,7 @@ def _step_args(r: _Reader, action: str, value: Any, path: PathKey) -> dict[str, 
         r.fail(path, f"expect exactly one of {', '.join(EXPECTATIONS)}")
         return None
     kind = kinds[0]
-    allowed = ({kind, "within"} | ({"outcome"} if kind in ("transfer", "redirect", "invite") else set())
+    allowed = ({kind, "within"} | ({"outcome"} if kind in LEG_KINDS else set())
                | ({"until"} if kind == "prompt" else set()))
     spec = r.mapping(value, path, allowed)
     args: dict[str, Any] = {"expect": kind, "value": spec[kind]}
@@ -236,7 +238,7 @@ def _step_args(r: _Reader, action: str, value: Any, path: PathKey) -> dict[str, 
         if spec["outcome"] not in LEG_OUTCOMES:
             r.fail((*path, "outcome"), f"expected one of {', '.join(LEG_OUTCOMES)}")
         args["outcome"] = None if spec["outcome"] == "any" else spec["outcome"]
-    if kind in ("transfer", "redirect", "invite") and spec[kind] is not None:
+    if kind in LEG_KINDS and spec[kind] is not None:
         _target(r, spec[kind], (*path, kind))
     if kind == "prompt":
         r.text(spec[kind], (*path, kind))
@@ -331,7 +333,7 @@ def _expect(call: Any, args: Mapping[str, Any]) -> None:
         call.expect_answered(**within)
     elif kind == "prompt":
         call.expect_prompt(value, to_the_end=args.get("to_the_end", True), **within)
-    elif kind in ("transfer", "redirect", "invite"):
+    elif kind in LEG_KINDS:
         outcome = {"outcome": args["outcome"]} if "outcome" in args else {}
         getattr(call, f"expect_{kind}")(value, **outcome, **within)
     elif kind == "recording":

@@ -273,7 +273,7 @@ def test_the_cli_serves_function_app_until_interrupted_and_leaves_nothing_listen
         assert banner.startswith("devhost: serving function_app.py at http://127.0.0.1:"), banner
         url = banner.split(" at ", 1)[1].split(" ", 1)[0]
         routes = [process.stdout.readline() for _ in range(4)]  # the banner lists every HTTP trigger
-        assert any(f"[POST] {url}/api/calls\n" in line for line in routes), routes
+        assert any(f"[POST] {url}/api/calls/{{session?}}\n" in line for line in routes), routes
         answer = asyncio.run(_post(f"{url}/api/calls"))
         assert answer == (503, "not_configured"), "the real webhook, without settings"
         process.send_signal(signal.SIGINT)

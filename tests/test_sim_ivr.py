@@ -18,6 +18,7 @@ from simulator.scenario import load_scenario, run_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
 SUPPORT = "instance:2b7d9c41-8e5a-4f36-a1c2-3d4e5f607182"
+SALES = "user:6e1c7b52-3d4f-4a8e-9b21-0c5d7e8f9a10"
 OPERATOR = "+14255550100"
 CALLER = "+14255550123"
 
@@ -59,7 +60,8 @@ def test_a_wrong_key_plays_invalid_choice_and_the_menu_again() -> None:
         call.expect_prompt("invalid-choice")
         call.expect_prompt("main-menu", to_the_end=False)
         call.press("1")
-        call.expect_transfer(to="user:6e1c7b52-3d4f-4a8e-9b21-0c5d7e8f9a10")
+        call.expect_consult(to=SALES)
+        call.expect_transfer(to=SALES)
 
 
 def test_after_hours_the_caller_reaches_voicemail() -> None:
@@ -109,13 +111,13 @@ def test_transcript_json_of_a_flow_call_has_the_request_bodies() -> None:
 
 @pytest.mark.parametrize("digit", ["1", "2"])
 def test_sales_and_support_fall_back_to_their_own_voicemail(digit: str) -> None:
-    target = {"1": "user:6e1c7b52-3d4f-4a8e-9b21-0c5d7e8f9a10", "2": SUPPORT}[digit]
+    target = {"1": SALES, "2": SUPPORT}[digit]
     with Simulation() as sim:
         sim.callee(target, "decline", after=4)
         call = sim.dial(from_phone=CALLER, to=sim.bot)
         call.expect_prompt("main-menu", to_the_end=False)
         call.press(digit)
-        call.expect_transfer(to=target, outcome="declined")
+        call.expect_consult(to=target, outcome="declined")
         call.expect_prompt({"1": "sales-voicemail", "2": "support-voicemail"}[digit])
         call.hang_up()
         sim.wait(30)

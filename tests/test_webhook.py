@@ -67,13 +67,15 @@ async def post(server: LoopbackServer, signer: Signer, env: dict[str, str]) -> A
     handler = _calls_function()
 
     async def send(body: bytes | dict[str, Any], *, token: str | None = "default",
-                   headers: dict[str, str] | None = None) -> func.HttpResponse:
+                   headers: dict[str, str] | None = None, session: str | None = None) -> func.HttpResponse:
         raw = body if isinstance(body, bytes) else json.dumps(body).encode()
         h = {"Content-Type": "application/json", "Scenario-ID": "scenario-7",
              "X-Microsoft-Skype-Chain-ID": "chain-7", **(headers or {})}
         if token is not None:
             h["Authorization"] = f"Bearer {signer.token() if token == 'default' else token}"
-        req = func.HttpRequest(method="POST", url="http://localhost/api/calls", headers=h, body=raw)
+        url = "http://localhost/api/calls" + (f"/{session}" if session is not None else "")
+        req = func.HttpRequest(method="POST", url=url, headers=h, body=raw,
+                               route_params={"session": session} if session is not None else {})
         return await handler(req=req, client=binding)
 
     yield send
@@ -226,6 +228,26 @@ async def test_later_events_are_raised_on_the_calls_orchestration(server: Loopba
     assert json.loads(raised[0].json) == {"notifications": [a1, a2]}
     assert json.loads(raised[1].json) == {"notifications": [b1]}
     assert server.graph_requests() == []
+
+
+async def test_a_second_calls_events_go_to_the_session_in_its_callback_path(server: LoopbackServer,
+                                                                            post: Post) -> None:
+    """A consultative transfer's second call reports on /api/calls/{caller's call id}."""
+    server.instances.add("call-caller")
+    update = call_update("call-second", "established", mediaState={"audio": "active"})
+    response = await post(envelope(update), session="call-caller")
+    assert response.status_code == 202
+    [raised] = server.durable_requests()
+    assert raised.path == "/durabletask/instances/call-caller/raiseEvent/graph_notification"
+    assert json.loads(raised.json) == {"notifications": [update]}
+
+
+@pytest.mark.parametrize("session", ["../x", "a b", "-leading", "x" * 65])
+async def test_a_session_path_that_is_not_a_call_id_is_400(server: LoopbackServer, post: Post, session: str) -> None:
+    response = await post(envelope(call_update("call-second", "established")), session=session)
+    assert response.status_code == 400
+    assert "session" in body_of(response)["reason"]
+    assert server.durable_requests() == []
 
 
 async def test_event_for_a_call_without_orchestration_is_dropped(server: LoopbackServer, post: Post,
