@@ -7,19 +7,17 @@ other Graph refusals come back as `{"ok": False, ...}` for the engine to take it
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from calling.errors import GraphError
 from calling.flows import commands as c
 from calling.flows.prompts import graph_prompt
 from calling.graph import CallControl, ServiceHostedMedia
 from calling.identities import application_instance
+from calling.recordings import RecordingStore
 from calling.routing import parse_target
 from calling.session import FlowLibrary
 
@@ -29,25 +27,6 @@ TRANSIENT_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 #: Requests of a consultative transfer that are not engine commands (calling/consult.py decides them).
 CONSULT_HAND_OVER = "Consult.HandOver"
 CONSULT_END = "Consult.End"
-
-
-class RecordingStore(Protocol):
-    async def save(self, name: str, audio: bytes, metadata: Mapping[str, str]) -> str:
-        """Store a recording; returns where it went."""
-
-
-@dataclass(frozen=True)
-class FolderStore:
-    """Recordings as files beside a JSON of their facts: local development and tests."""
-
-    folder: Path
-
-    async def save(self, name: str, audio: bytes, metadata: Mapping[str, str]) -> str:
-        path = self.folder / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(audio)
-        path.with_suffix(".json").write_text(json.dumps(dict(metadata), indent=2), encoding="utf-8")
-        return str(path)
 
 
 def is_transient(exc: GraphError) -> bool:
@@ -86,7 +65,8 @@ async def _perform(control: CallControl, flows: FlowLibrary, store: RecordingSto
                    flow: str, command: c.Command, instance_id: str | None) -> dict[str, Any]:
     if isinstance(command, c.Play):
         bundle = flows.bundle(flow)
-        prompts = [graph_prompt(bundle, key, flows.prompts_base_url) for key in command.prompts]
+        base_url = await flows.prompts_url()
+        prompts = [graph_prompt(bundle, key, base_url) for key in command.prompts]
         op = await control.play_prompt(call_id, prompts, client_context=command.ref)
         return {"ok": True, "operation": op.id}
     if isinstance(command, c.SubscribeTones):
@@ -95,7 +75,7 @@ async def _perform(control: CallControl, flows: FlowLibrary, store: RecordingSto
         await control.cancel_media_processing(call_id, client_context=command.ref)
     elif isinstance(command, c.Record):
         bundle = flows.bundle(flow)
-        prompt = graph_prompt(bundle, command.prompt, flows.prompts_base_url) if command.prompt else None
+        prompt = graph_prompt(bundle, command.prompt, await flows.prompts_url()) if command.prompt else None
         op = await control.record_response(
             call_id, prompt=prompt, play_beep=command.beep, max_record_duration=command.max_duration,
             initial_silence_timeout=command.initial_silence_timeout, max_silence_timeout=command.max_silence_timeout,
@@ -132,6 +112,18 @@ async def _consult(control: CallControl, call_id: str, command: c.Transfer, inst
     return {"ok": True, "consult_call_id": info.id}
 
 
+def _seconds(reported: float | None, audio: bytes) -> float:
+    """The recording's length: Graph's recordResponse doesn't say, the WAV header does."""
+    if reported is not None:
+        return reported
+    from calling.flows.wav import WavError, read_info
+
+    try:
+        return round(read_info(audio).duration, 2)
+    except WavError:
+        return 0.0
+
+
 async def _save(control: CallControl, store: RecordingStore | None, call_id: str,
                 command: c.SaveRecording) -> dict[str, Any]:
     if store is None:
@@ -142,6 +134,6 @@ async def _save(control: CallControl, store: RecordingStore | None, call_id: str
     name = f"{command.mailbox or 'default'}/{at[:10]}/{call_id}-{command.ref}.wav"
     where = await store.save(name, audio, {
         "call_id": call_id, "mailbox": command.mailbox, "caller": command.caller, "called": command.called,
-        "at": at, "duration": "" if command.duration is None else f"{command.duration:g}",
+        "at": at, "duration": f"{_seconds(command.duration, audio):g}",
         "flow": command.flow, "node": command.node, "bytes": str(len(audio))})
     return {"ok": True, "stored": where, "bytes": len(audio)}

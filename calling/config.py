@@ -64,6 +64,8 @@ class Settings:
     flows_dir: str = "flows"
     prompts_base_url: str = ""
     recordings_dir: str | None = None
+    recordings_container_url: str | None = None
+    prompts_container_url: str | None = None
     max_body_bytes: int = 4 * 1024 * 1024
     graph_retry_budget_seconds: float = 10.0
     handoff_transport: HandoffKind = "none"
@@ -160,6 +162,14 @@ class Settings:
             problems.append(f"FLOWS_DIR {flows_dir!r} is not a folder (the flow files and their prompts)")
         prompts = url("PROMPTS_BASE_URL", f"{public_url}/api/prompts" if public_url else None)
 
+        recordings_container = url("RECORDINGS_CONTAINER_URL", None) or None
+        prompts_container = url("PROMPTS_CONTAINER_URL", None) or None
+        for name, value in (("RECORDINGS_CONTAINER_URL", recordings_container),
+                            ("PROMPTS_CONTAINER_URL", prompts_container)):
+            if value and len([s for s in urlsplit(value).path.split("/") if s]) not in (1, 2):
+                problems.append(f"{name} must be a Blob container URL (https://<account>.blob.core.windows.net/"
+                                f"<container>), got {value!r}")
+
         max_body = number("WEBHOOK_MAX_BODY_BYTES", 4 * 1024 * 1024, 1024, 64 * 1024 * 1024)
         budget = number("GRAPH_RETRY_BUDGET_SECONDS", 10.0, 0, 60)
 
@@ -181,6 +191,8 @@ class Settings:
             flows_dir=flows_dir,
             prompts_base_url=prompts,
             recordings_dir=text("RECORDINGS_DIR"),
+            recordings_container_url=recordings_container,
+            prompts_container_url=prompts_container,
             max_body_bytes=int(max_body),
             graph_retry_budget_seconds=budget,
             handoff_transport=handoff,

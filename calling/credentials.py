@@ -64,3 +64,30 @@ def graph_credential(settings: Settings, tenant_id: str) -> AsyncTokenCredential
     from azure.identity.aio import ClientSecretCredential
 
     return ClientSecretCredential(tenant_id, settings.bot_app_id, settings.client_secret or "")
+
+
+def is_azurite(url: str) -> bool:
+    """Azurite, the local Blob Storage emulator: loopback and its fixed account name."""
+    from urllib.parse import urlsplit
+
+    from calling.config import is_loopback_url
+
+    return is_loopback_url(url) and urlsplit(url).path.strip("/").split("/")[0] == "devstoreaccount1"
+
+
+def storage_credential(url: str, settings: Settings) -> Any:
+    """The credential for a Blob container: the Function App's managed identity (Storage Blob Data roles,
+    no keys: the account allows none), or, for Azurite on loopback, its published development key.
+
+    The development key is not ours: azure-storage-blob knows it for `UseDevelopmentStorage=true`, and
+    this borrows it from there rather than writing it down.
+    """
+    if is_azurite(url):
+        from azure.storage.blob import BlobServiceClient
+
+        return BlobServiceClient.from_connection_string("UseDevelopmentStorage=true").credential
+    from azure.identity.aio import DefaultAzureCredential, ManagedIdentityCredential
+
+    if settings.managed_identity_client_id:
+        return ManagedIdentityCredential(client_id=settings.managed_identity_client_id)
+    return DefaultAzureCredential()  # a developer's `az login` against a real account

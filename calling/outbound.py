@@ -298,7 +298,7 @@ async def place(request: Outbound, *, control: CallControl, flows: FlowLibrary, 
         raise BadRequest([f"flow {request.flow!r} starts with a {type(leaving).__name__.lower()}, which only an "
                           "incoming call that is not answered yet can do"])
     with telemetry.correlation(tenant_id=control.tenant_id):
-        info = await _create(request, control, bundle, flows.prompts_base_url)
+        info = await _create(request, control, bundle, await flows.prompts_url())
         with telemetry.correlation(call_id=info.id):
             session = Session(info.id, control.tenant_id, request.flow, opening.state, list(opening.commands))
             try:

@@ -22,6 +22,7 @@ from calling.flows import Bundle, State, load_bundle, step
 from calling.flows import commands as c
 from calling.flows import events as e
 from calling.notifications import NotificationError, parse_notification
+from calling.prompt_links import PromptLinks
 
 SESSION_VERSION = 1
 KEEPALIVE_EVERY = timedelta(minutes=15)
@@ -34,10 +35,16 @@ class FlowNotFound(LookupError):
 
 @dataclass(frozen=True)
 class FlowLibrary:
-    """Flow files in a folder, loaded and checked once per process; prompts served from `prompts_base_url`."""
+    """Flow files in a folder, loaded and checked once per process; prompts served from `prompts_base_url`,
+    or from a private Blob container through `links` (a SAS kept fresh)."""
 
     folder: Path
     prompts_base_url: str
+    links: PromptLinks | None = None
+
+    async def prompts_url(self) -> str:
+        """The base URL Graph fetches prompts from, now."""
+        return await self.links.base_url() if self.links is not None else self.prompts_base_url
 
     def bundle(self, name: str) -> Bundle:
         return _load(self.folder.resolve(), name)

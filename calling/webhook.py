@@ -282,7 +282,7 @@ class Webhook:
             log.exception("starting the call's session failed: rejecting it busy rather than answering to silence")
             await control.reject(call.call_id, reason="busy", deadline=deadline)
             return False
-        await control.answer(call.call_id, media=prefetch(bundle, flows.prompts_base_url), deadline=deadline)
+        await control.answer(call.call_id, media=prefetch(bundle, await flows.prompts_url()), deadline=deadline)
         return False
 
     async def _hand_off(self, call: IncomingCall, decision: HandOff, control: CallControl, caller: Caller,

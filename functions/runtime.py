@@ -16,11 +16,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from calling import telemetry
-from calling.actions import FolderStore, RecordingStore
 from calling.auth import NotificationAuthenticator, SigningKeys
 from calling.config import ConfigError, Settings
 from calling.graphclient import CallControls
 from calling.handoff import HandoffTransport, InProcessTransport
+from calling.prompt_links import PromptLinks
+from calling.recordings import FolderStore, RecordingStore
 from calling.routing import Router, default_policy, load_policy
 from calling.session import FlowLibrary
 from calling.webhook import Webhook
@@ -65,11 +66,32 @@ def build(env: Mapping[str, str], *, now: Callable[[], datetime] | None = None) 
     calls = CallControls(settings)
     handoff: HandoffTransport | None = InProcessTransport() if settings.handoff_transport == "inprocess" else None
     router = Router(policy, bot_app_id=settings.bot_app_id)
-    flows = FlowLibrary(Path(settings.flows_dir), settings.prompts_base_url)
-    recordings = FolderStore(Path(settings.recordings_dir)) if settings.recordings_dir else None
+    flows = FlowLibrary(Path(settings.flows_dir), settings.prompts_base_url, _prompt_links(settings, now))
+    recordings = _recordings(settings)
     webhook = Webhook(settings=settings, authenticator=authenticator, router=router, calls=calls, handoff=handoff,
                       flows=flows, now=now or _utcnow)
     return Runtime(settings, webhook, calls, handoff, flows, recordings, now or _utcnow)
+
+
+def _recordings(settings: Settings) -> RecordingStore | None:
+    """Blob Storage when RECORDINGS_CONTAINER_URL is set (Azure, or Azurite locally), else a folder, else none."""
+    if settings.recordings_container_url:
+        from calling.credentials import storage_credential
+        from calling.recordings import BlobStore
+
+        url = settings.recordings_container_url
+        return BlobStore(url, storage_credential(url, settings))
+    return FolderStore(Path(settings.recordings_dir)) if settings.recordings_dir else None
+
+
+def _prompt_links(settings: Settings, now: Callable[[], datetime] | None) -> PromptLinks | None:
+    if not settings.prompts_container_url:
+        return None
+    from calling.credentials import storage_credential
+
+    url = settings.prompts_container_url
+    return PromptLinks(settings.prompts_base_url, container_url=url, credential=storage_credential(url, settings),
+                       now=now or _utcnow)
 
 
 def _utcnow() -> datetime:

@@ -99,3 +99,15 @@ def test_bot_instance_is_optional_and_read_as_a_lowercase_guid() -> None:
     assert Settings.from_env(BASE).bot_instance_id is None
     instance = "1A5ACE00-0000-4000-8000-0000000001A5"
     assert Settings.from_env({**BASE, "BOT_INSTANCE_ID": f" {instance} "}).bot_instance_id == instance.lower()
+
+
+def test_blob_containers_for_recordings_and_prompts() -> None:
+    s = Settings.from_env({**BASE, "RECORDINGS_CONTAINER_URL": "https://acct.blob.core.windows.net/recordings/",
+                           "PROMPTS_CONTAINER_URL": "http://127.0.0.1:10000/devstoreaccount1/prompts"})
+    assert s.recordings_container_url == "https://acct.blob.core.windows.net/recordings"
+    assert s.prompts_container_url == "http://127.0.0.1:10000/devstoreaccount1/prompts"
+    assert Settings.from_env(BASE).recordings_container_url is None
+    found = problems({**BASE, "RECORDINGS_CONTAINER_URL": "http://acct.blob.core.windows.net/recordings",
+                      "PROMPTS_CONTAINER_URL": "https://acct.blob.core.windows.net/a/b/c"})
+    assert any(p.startswith("RECORDINGS_CONTAINER_URL must use https") for p in found), found
+    assert any(p.startswith("PROMPTS_CONTAINER_URL must be a Blob container URL") for p in found), found

@@ -39,15 +39,23 @@ def prompt_uri(base_url: str, prompt: m.PromptFile) -> str:
     return urlunsplit((parts.scheme, parts.netloc, path, query, ""))
 
 
-def graph_prompt(bundle: m.Bundle, key: str, base_url: str) -> Prompt:
-    """The Graph prompt for a key in a Play command; its resource id is derived from the URI."""
-    from calling.graph import Prompt
+def _prompt(base_url: str, prompt: m.PromptFile) -> Prompt:
+    """The resource id (Graph's cache key) comes from the URI without base_url's own query (a SAS), so a
+    renewed SAS is the same cached prompt; the content hash in `v=` still changes it when the file does."""
+    from calling.graph import Prompt, prompt_resource_id
 
-    return Prompt(prompt_uri(base_url, bundle.prompts[key]))
+    parts = urlsplit(base_url)
+    bare = urlunsplit((parts.scheme, parts.netloc, parts.path, "", ""))
+    return Prompt(prompt_uri(base_url, prompt), resource_id=prompt_resource_id(prompt_uri(bare, prompt)))
+
+
+def graph_prompt(bundle: m.Bundle, key: str, base_url: str) -> Prompt:
+    """The Graph prompt for a key in a Play command."""
+    return _prompt(base_url, bundle.prompts[key])
 
 
 def prefetch(bundle: m.Bundle, base_url: str) -> ServiceHostedMedia:
     """Service-hosted media for answering a call that runs this flow, with every prompt prefetched."""
-    from calling.graph import Prompt, ServiceHostedMedia
+    from calling.graph import ServiceHostedMedia
 
-    return ServiceHostedMedia(prefetch=tuple(Prompt(prompt_uri(base_url, p)) for p in flow_prompts(bundle)))
+    return ServiceHostedMedia(prefetch=tuple(_prompt(base_url, p) for p in flow_prompts(bundle)))
