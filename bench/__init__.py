@@ -1,7 +1,10 @@
-"""Benchmarks for the calling bot: cold import of the Functions app, and the incoming-call webhook path.
+"""Benchmarks for the calling bot: cold import of the Functions app, the incoming-call webhook path, and
+an IVR call's tone-to-next-Graph-request latency at step 1 and step 500 (bench/ivr.py: through the local
+host with the Durable replay engine, against the engine called directly).
 
 Run with `python -m bench` (or `python3 dev.py bench`); `--quick` for fewer iterations, `--json PATH` to
 write the figures. Every figure is compared with a baseline measured in the same run, on this machine.
 Nothing leaves loopback: Graph, the OpenID configuration and the signing keys are served by a stub on
-127.0.0.1, started and stopped by the benchmark. This is not a test: nothing asserts on timing.
+127.0.0.1 (or the simulator, for the IVR section), started and stopped by the benchmark.
+This is not a test: nothing asserts on timing.
 """

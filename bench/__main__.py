@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import imports, webhook
-from bench.stats import fmt, ratio, summary, table
+from bench import imports, ivr, webhook
+from bench.stats import fit, fmt, ratio, summary, table
 
 
 @dataclasses.dataclass(frozen=True)
@@ -26,12 +26,15 @@ class Plan:
     concurrent: int
     concurrency: int
     phase_budget_s: float  # no phase starts a new notification after this long
+    ivr_presses: int  # presses of 9 in the one measured call per path
+    ivr_window: int  # presses in each of the "step 1" and "step N" windows
+    ivr_warmup: int  # presses in the unmeasured warm-up call per path
 
 
 FULL = Plan(import_runs=10, import_budget_s=40.0, warmup=40, sequential=500, concurrent=1000, concurrency=20,
-            phase_budget_s=10.0)
+            phase_budget_s=10.0, ivr_presses=520, ivr_window=41, ivr_warmup=20)
 QUICK = Plan(import_runs=3, import_budget_s=15.0, warmup=10, sequential=60, concurrent=120, concurrency=20,
-             phase_budget_s=4.0)
+             phase_budget_s=4.0, ivr_presses=60, ivr_window=20, ivr_warmup=10)
 
 
 def report_imports(result: imports.ImportTimes) -> str:
@@ -85,6 +88,75 @@ def report_webhook(result: webhook.Results, plan: Plan) -> str:
     return "\n".join([table(title, ["metric", "app", "baseline", "ratio"], rows), *notes])
 
 
+def report_ivr(result: ivr.Results) -> str:
+    names = {"early": f"step {result.early[0]}", "late": f"step {round(sum(result.late) / 2)}"}
+    play_p50: dict[tuple[str, str], float] = {}
+    cpu_p50: dict[tuple[str, str], float] = {}
+    rows: list[list[str]] = []
+    for label, (first, last) in result.windows().items():
+        name = f"{names[label]} (presses {first}-{last})"
+        host, direct = result.host.window(first, last), result.direct.window(first, last)
+        for what, attr in (("tone -> cancelMediaProcessing", "to_first_s"), ("tone -> playPrompt", "to_play_s")):
+            a = summary([getattr(p, attr) for p in host])
+            b = summary([getattr(p, attr) for p in direct])
+            for stat in ("p50", "p99"):
+                rows.append([f"{name}: {what} {stat}, ms", fmt(a[f"{stat}_ms"]), fmt(b[f"{stat}_ms"]),
+                             ratio(a[f"{stat}_ms"], b[f"{stat}_ms"])])
+            play_p50[label, "host"], play_p50[label, "direct"] = a["p50_ms"], b["p50_ms"]
+        a, b = summary([p.cpu_s for p in host]), summary([p.cpu_s for p in direct])
+        rows.append([f"{name}: tone -> playPrompt, loop thread CPU p50, ms", fmt(a["p50_ms"]), fmt(b["p50_ms"]),
+                     ratio(a["p50_ms"], b["p50_ms"])])
+        cpu_p50[label, "host"], cpu_p50[label, "direct"] = a["p50_ms"], b["p50_ms"]
+        returned = summary([p.to_return_s for p in host if p.to_return_s is not None])
+        rows.append([f"{name}: tone -> the bot's HTTP answer p50, ms", fmt(returned["p50_ms"]), "-", ""])
+        episodes = summary([p.episodes_s for p in host])
+        count = max((p.episodes for p in host), default=0)
+        rows.append([f"{name}: in {count} orchestrator episodes p50, ms", fmt(episodes["p50_ms"]), "-", ""])
+    for what, p50 in (("tone -> playPrompt p50", play_p50), ("loop thread CPU p50", cpu_p50)):
+        rows.append([f"{names['late']} / {names['early']}: {what}", ratio(p50["late", "host"], p50["early", "host"]),
+                     ratio(p50["late", "direct"], p50["early", "direct"]), ""])
+    title = (f"(c) IVR step: in one call per path the caller presses 9 (repeat the menu) {result.iterations} times, "
+             "each during the menu\n"
+             "    (barge-in); wall time from the simulator POSTing the tone to it reading the bot's next Graph\n"
+             "    requests: cancelMediaProcessing, then playPrompt of the menu again\n"
+             "    local host    = POST /api/calls on devhost: auth, parse, raise event; call_session replayed by\n"
+             "                    azure-functions-durable; call_action activity; msgraph-sdk -> simulator Graph\n"
+             "    engine direct = the same notification in-process: translate, engine step, the call_action\n"
+             "                    activity's function called directly, msgraph-sdk -> simulator Graph\n"
+             "                    (no webhook, no HTTP to the bot, no Durable)")
+    out = [table(title, ["metric", "local host", "engine direct", "ratio"], rows)]
+    histories = {label: [p.history for p in result.host.window(first, last) if p.history is not None]
+                 for label, (first, last) in result.windows().items()}
+    executions = result.executions or 0
+    per = f", {result.iterations / executions:.1f} presses each" if executions else ""
+    out.append(f"    local host: devhost replay_check off (production-like: one replay per episode); call_session ran "
+               f"{executions} executions\n"
+               f"      in the measured call (continue-as-new every {result.events_per_execution} engine events{per}); "
+               "history replayed at a press:\n      "
+               + ", ".join(f"{min(h)}-{max(h)} events at {names[label]}" for label, h in histories.items() if h))
+    pairs = [(float(p.history), p.to_play_s * 1000) for p in result.host.presses if p.history is not None]
+    line = fit([x for x, _ in pairs], [y for _, y in pairs])
+    if line is not None:
+        intercept, slope = line
+        out.append(f"    local host tone -> playPrompt against the history replayed (least squares over all presses): "
+                   f"{fmt(intercept)} ms\n      + {fmt(slope * 100)} ms per 100 events")
+    out.append("    loop thread CPU: CPU time of the one thread running the simulator, devhost and the bot, tone to "
+               "playPrompt;\n      it equals the wall time unless other processes take the CPU: the path never "
+               "waits, it is all work")
+    out.append("    the bot's HTTP answer waits for the first orchestrator episode: devhost runs the webhook, the "
+               "orchestrator\n      and the simulator on one event loop (the Functions host answers once the event "
+               "is queued)")
+    first, last = result.late
+    if last - first + 1 < 100:
+        out.append(f"    {last - first + 1} presses per window: p99 is the window's slowest press")
+    requests = ", ".join(f"{count} {action}" for action, count in sorted(result.graph_requests.items()))
+    missing = result.host.missing + result.direct.missing
+    out.append(f"    measured calls: {requests} received; {missing} press(es) without a playPrompt;\n"
+               f"      after a warm-up call of {result.warmup} presses per path; this section took "
+               f"{result.wall_s:.1f} s")
+    return "\n".join(out)
+
+
 def load_average() -> tuple[float, float, float] | None:
     try:
         return os.getloadavg()
@@ -118,7 +190,10 @@ def main(argv: list[str] | None = None) -> int:
 
     hook = asyncio.run(webhook.run(plan.sequential, plan.concurrent, plan.concurrency, plan.warmup,
                                    plan.phase_budget_s))
-    print(report_webhook(hook, plan), flush=True)
+    print(report_webhook(hook, plan) + "\n", flush=True)
+
+    steps = ivr.run(plan.ivr_presses, plan.ivr_window, plan.ivr_warmup)
+    print(report_ivr(steps), flush=True)
     elapsed = time.perf_counter() - started
     load_after = load_average()
     print()
@@ -131,7 +206,7 @@ def main(argv: list[str] | None = None) -> int:
             "python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count(),
             "quick": args.quick, "plan": dataclasses.asdict(plan), "elapsed_s": elapsed,
             "load_average": {"before": load_before, "after": load_after},
-            "imports": import_result.as_json(), "webhook": hook.as_json(),
+            "imports": import_result.as_json(), "webhook": hook.as_json(), "ivr": steps.as_json(),
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(document, indent=2) + "\n")

@@ -26,6 +26,14 @@ def summary(values_s: Sequence[float]) -> dict[str, float]:
             "mean_ms": statistics.fmean(ms), "min_ms": min(ms), "max_ms": max(ms)}
 
 
+def fit(xs: Sequence[float], ys: Sequence[float]) -> tuple[float, float] | None:
+    """Least-squares line y = intercept + slope * x; None with fewer than two distinct x."""
+    if len(xs) < 2 or len(set(xs)) < 2:
+        return None
+    slope, intercept = statistics.linear_regression(xs, ys)
+    return intercept, slope
+
+
 def fmt(value: float | None) -> str:
     if value is None or math.isnan(value):
         return "-"

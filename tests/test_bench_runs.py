@@ -1,4 +1,5 @@
-"""The benchmark still exercises the real incoming-call path (it broke once when answering gained a step).
+"""The benchmark still exercises the real incoming-call path (it broke once when answering gained a step) and the
+IVR step path through the local host and the engine directly.
 
 No figures are asserted: speed is the benchmark's business, not the tests'."""
 
@@ -12,10 +13,29 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_quick_benchmark_answers_every_call_through_the_app(tmp_path: Path) -> None:
+def test_quick_benchmark_answers_every_call_and_times_every_menu_step(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     result = subprocess.run([sys.executable, "-m", "bench", "--quick", "--json", str(out)], cwd=ROOT,
                             capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "0 unexpected request(s)" in result.stdout
-    assert json.loads(out.read_text())
+    document = json.loads(out.read_text())
+
+    # (c) IVR step: every press of one call per path was timed, both windows have figures on both paths.
+    assert "(c) IVR step" in result.stdout
+    for row in ("step 1 (presses 1-20): tone -> cancelMediaProcessing p50, ms",
+                "step 1 (presses 1-20): tone -> playPrompt p50, ms",
+                "step 50 (presses 41-60): tone -> playPrompt p99, ms", "step 50 / step 1: tone -> playPrompt p50"):
+        assert row in result.stdout, row
+    assert "0 press(es) without a playPrompt" in result.stdout
+    ivr = document["ivr"]
+    assert ivr["iterations"] == 60 and ivr["replay_check"] is False
+    assert ivr["executions"] >= 2  # continue-as-new happened in the measured call
+    for path in ("host", "direct"):
+        assert len(ivr[path]["presses"]) == 60
+        assert all(p["first_action"] == "cancelMediaProcessing" for p in ivr[path]["presses"])
+        for window in ("early", "late"):
+            figures = ivr[path][window]
+            assert figures["to_play"]["n"] == 20
+            assert 0 < figures["to_first"]["p50_ms"] <= figures["to_play"]["p50_ms"]
+    assert ivr["host"]["late"]["history_max"] < 250
