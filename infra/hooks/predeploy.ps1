@@ -1,0 +1,48 @@
+# azd predeploy hook (PowerShell; predeploy.sh does the same steps for Linux and macOS).
+# azd runs it before deploying the Function App: an invalid flow stops the deployment here, with the checker's
+# FILE:LINE:COLUMN message, instead of failing calls in production.
+#
+# Step 1: choose the Python that runs the flow checker
+# Step 2: check every shipped flow
+$ErrorActionPreference = 'Stop'
+Set-StrictMode -Version Latest
+
+$Root = (Resolve-Path (Join-Path $PSScriptRoot '../..')).Path
+Set-Location $Root
+
+# Step 1: choose the Python that runs the flow checker.
+# The checker (python -m calling.flows) imports the app's package and its pinned dependencies. PYTHON, when set,
+# is used as it is. Otherwise the repo's .venv, which every `python3 dev.py` command sets up: dev.setup() makes
+# or updates it (pinned, from pyproject.toml and requirements.txt) and does nothing when it is up to date, so a
+# deploy from a fresh clone works and later deploys cost nothing.
+if ($env:PYTHON) {
+    $python = $env:PYTHON
+}
+else {
+    Write-Host '==> Step 1: setting up .venv for the flow checker (python3 dev.py setup, only when needed)'
+    $bootstrap = $null
+    foreach ($candidate in 'python', 'python3') {
+        if (Get-Command $candidate -ErrorAction SilentlyContinue) { $bootstrap = $candidate; break }
+    }
+    if (-not $bootstrap) { Write-Error 'predeploy: Python 3.11 or newer is not on PATH (set PYTHON to its path)' }
+    & $bootstrap -c 'import dev; dev.setup()'
+    if ($LASTEXITCODE -ne 0) { Write-Error 'predeploy: setting up .venv failed (above)' }
+    $python = Join-Path $Root '.venv/Scripts/python.exe'
+    if (-not (Test-Path $python)) { $python = Join-Path $Root '.venv/bin/python' }
+}
+
+# Step 2: check every shipped flow.
+$flows = @(Get-ChildItem -Path (Join-Path $Root 'flows') -Filter '*.yaml' -File | Sort-Object Name |
+    ForEach-Object { "flows/$($_.Name)" })
+if ($flows.Count -eq 0) {
+    Write-Host '==> Step 2: no flows in flows/ to check'
+    exit 0
+}
+Write-Host "==> Step 2: checking the flows: $($flows -join ' ')"
+& $python -m calling.flows check @flows
+if ($LASTEXITCODE -ne 0) {
+    [Console]::Error.WriteLine('predeploy: a flow is invalid (FILE:LINE:COLUMN above); fix it, then deploy again')
+    exit 1
+}
+
+exit 0
