@@ -58,6 +58,8 @@ var mediaIdentity = {
 }
 var trustedIdentities = empty(mediaIdentityPrincipalId) ? [functionIdentity] : [functionIdentity, mediaIdentity]
 
+var permissionNames = [for role in graph.appRoles: role.value]
+
 resource graphSp 'Microsoft.Graph/servicePrincipals@v1.0' existing = {
   appId: graph.resourceAppId
 }
@@ -77,15 +79,17 @@ resource app 'Microsoft.Graph/applications@v1.0' = {
       }]
     }
   ]
-
-  resource credentials 'federatedIdentityCredentials@v1.0' = [for trusted in trustedIdentities: {
-    name: '${app.uniqueName}/${trusted.name}'
-    description: trusted.description
-    issuer: issuer
-    subject: trusted.principalId
-    audiences: [tokenExchangeAudience]
-  }]
 }
+
+// Top-level (name = '<app uniqueName>/<credential>') rather than nested in the app: the Bicep parser the
+// offline checks use (pycep) reads a looped child only at the top level; the deployment is the same.
+resource credentials 'Microsoft.Graph/applications/federatedIdentityCredentials@v1.0' = [for trusted in trustedIdentities: {
+  name: '${app.uniqueName}/${trusted.name}'
+  description: trusted.description
+  issuer: issuer
+  subject: trusted.principalId
+  audiences: [tokenExchangeAudience]
+}]
 
 resource botSp 'Microsoft.Graph/servicePrincipals@v1.0' = {
   appId: app.appId
@@ -102,4 +106,4 @@ resource graphGrants 'Microsoft.Graph/appRoleAssignedTo@v1.0' = [for role in (gr
 output BOT_APP_ID string = app.appId
 output BOT_TENANT_ID string = tenantId
 output BOT_SERVICE_PRINCIPAL_ID string = botSp.id
-output GRANTED_GRAPH_PERMISSIONS array = grantAdminConsent ? map(graph.appRoles, role => role.value) : []
+output GRANTED_GRAPH_PERMISSIONS array = grantAdminConsent ? permissionNames : []
