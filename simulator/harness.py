@@ -390,6 +390,10 @@ class CallHandle:
             return None
 
         what = f"a {kind}" + (f" to {to}" if to else "") + (f" ({outcome})" if outcome else "")
+        return self._await_leg(leg, what, outcome, within)
+
+    def _await_leg(self, leg: Callable[[], Leg | None], what: str, outcome: str | None, within: float) -> Leg:
+        """Wait for `leg()` to exist, then (unless `outcome` is None) for it to end that way."""
         self._wait(lambda: leg() is not None or self.call.ended, within, what)
         found = leg()
         if found is None:
@@ -423,15 +427,7 @@ class CallHandle:
 
         what = "the bot ringing " + (to or "someone") + " for a consultative transfer" + (
             f" ({outcome})" if outcome else "")
-        self._wait(lambda: leg() is not None or self.call.ended, within, what)
-        found = leg()
-        if found is None:
-            raise ExpectationFailed(self.simulation._failure(what, "the call ended without one", self.call))
-        if outcome is not None:
-            self._wait(lambda: found.outcome != "ringing", within, what)
-            if found.outcome != outcome:
-                raise ExpectationFailed(self.simulation._failure(what, f"it ended {found.outcome}", self.call))
-        return found
+        return self._await_leg(leg, what, outcome, within)
 
     def expect_redirect(self, to: str | None = None, *, outcome: str | None = "answered",
                         within: float = DEFAULT_WITHIN) -> Leg:
