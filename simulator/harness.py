@@ -83,6 +83,9 @@ class Simulation:
     wall_timeout: float = 30.0
     #: When the virtual clock starts (UTC); default: a Tuesday, 10:00 in Seattle.
     starts_at: datetime | None = None
+    #: Replay every orchestration once more after each step and fail on nondeterminism (devhost's check).
+    #: Off: production-like cost per step, for long calls.
+    replay_check: bool = True
 
     def __post_init__(self) -> None:
         start = self.starts_at or DEFAULT_EPOCH
@@ -133,7 +136,7 @@ class Simulation:
         self.sim = sim
         self._server = SimulatorServer(sim)
         await self._server.start(port=self.sim_port)
-        self._host = DevHost(app, clock=self.clock, store=_store(self.store_path))
+        self._host = DevHost(app, clock=self.clock, store=_store(self.store_path), replay_check=self.replay_check)
         host_url = await self._host.start(host="127.0.0.1", port=self.host_port)
         sim.bot.webhook_url = f"{host_url}/api/calls"
         self.bot = BotHandle(self.app_id, self.tenant_id, self.number, self.instance_id, host_url)

@@ -142,3 +142,25 @@ def test_a_long_menu_loop_keeps_each_execution_short_and_handles_each_event_once
     assert 2 <= session["executions"] <= 20
     assert max(lengths) < 250
     assert [h.name for h in call.heard].count("main-menu") == 61
+
+
+def test_a_500_trip_menu_loop_stays_flat() -> None:
+    """Issue 4's long call: 500 trips round the menu in one call. Each execution's history stays under the
+    same bound at trip 500 as at trip 5 (continue-as-new every 20 engine events), so work per step is flat;
+    bench/ivr.py times the same call. Without the replay check, as the Functions host runs it."""
+    with Simulation(replay_check=False, wall_timeout=120) as sim:
+        call = sim.dial(from_phone=CALLER, to=sim.bot)
+        lengths = []
+        for _ in range(500):
+            call.expect_prompt("main-menu", to_the_end=False)
+            call.press("9")
+            lengths.append(len(sim._host.history(call.id)))
+        status = sim._host.status(call.id)
+        assert status is not None
+        session = status["input"]
+        while isinstance(session, str):
+            session = json.loads(session)
+    early, late = max(lengths[:50]), max(lengths[450:])
+    assert late <= early < 250, (early, late)
+    assert session["executions"] >= 45
+    assert [h.name for h in call.heard].count("main-menu") == 501
