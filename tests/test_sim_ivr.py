@@ -10,10 +10,11 @@ import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from simulator.harness import Simulation
+from simulator.harness import CallHandle, Simulation
 from simulator.scenario import load_scenario, run_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,21 +125,27 @@ def test_sales_and_support_fall_back_to_their_own_voicemail(digit: str) -> None:
         assert call.state == "terminated"
 
 
+def _menu_trips(sim: Simulation, trips: int) -> tuple[CallHandle, list[int], dict[str, Any]]:
+    """Press 9 (repeat) `trips` times; the call, the history length after each trip, the session input."""
+    call = sim.dial(from_phone=CALLER, to=sim.bot)
+    lengths = []
+    for _ in range(trips):
+        call.expect_prompt("main-menu", to_the_end=False)
+        call.press("9")
+        lengths.append(len(sim._host.history(call.id)))
+    status = sim._host.status(call.id)
+    assert status is not None
+    session = status["input"]
+    while isinstance(session, str):
+        session = json.loads(session)
+    return call, lengths, session
+
+
 def test_a_long_menu_loop_keeps_each_execution_short_and_handles_each_event_once() -> None:
     """60 trips round the menu: continue-as-new bounds the history, and no notification is handled twice
     (azure-functions-durable 1.7.0 would re-deliver a buffered event to every later wait; see DeferredEvents)."""
     with Simulation() as sim:
-        call = sim.dial(from_phone=CALLER, to=sim.bot)
-        lengths = []
-        for _ in range(60):
-            call.expect_prompt("main-menu", to_the_end=False)
-            call.press("9")
-            lengths.append(len(sim._host.history(call.id)))
-        status = sim._host.status(call.id)
-        assert status is not None
-        session = status["input"]
-        while isinstance(session, str):
-            session = json.loads(session)
+        call, lengths, session = _menu_trips(sim, 60)
     assert 2 <= session["executions"] <= 20
     assert max(lengths) < 250
     assert [h.name for h in call.heard].count("main-menu") == 61
@@ -149,17 +156,7 @@ def test_a_500_trip_menu_loop_stays_flat() -> None:
     same bound at trip 500 as at trip 5 (continue-as-new every 20 engine events), so work per step is flat;
     bench/ivr.py times the same call. Without the replay check, as the Functions host runs it."""
     with Simulation(replay_check=False, wall_timeout=120) as sim:
-        call = sim.dial(from_phone=CALLER, to=sim.bot)
-        lengths = []
-        for _ in range(500):
-            call.expect_prompt("main-menu", to_the_end=False)
-            call.press("9")
-            lengths.append(len(sim._host.history(call.id)))
-        status = sim._host.status(call.id)
-        assert status is not None
-        session = status["input"]
-        while isinstance(session, str):
-            session = json.loads(session)
+        call, lengths, session = _menu_trips(sim, 500)
     early, late = max(lengths[:50]), max(lengths[450:])
     assert late <= early < 250, (early, late)
     assert session["executions"] >= 45
