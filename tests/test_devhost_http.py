@@ -98,12 +98,8 @@ def clock() -> VirtualClock:
 
 @pytest.fixture
 async def host(clock: VirtualClock) -> AsyncIterator[DevHost]:
-    dev = DevHost(app, clock=clock)
-    await dev.start()
-    try:
+    async with DevHost(app, clock=clock) as dev:
         yield dev
-    finally:
-        await dev.stop()
 
 
 @pytest.fixture

@@ -203,12 +203,8 @@ def _reset_calls() -> Iterator[None]:
 
 @pytest.fixture
 async def host(clock: VirtualClock) -> AsyncIterator[DevHost]:
-    dev = DevHost(app, clock=clock)
-    await dev.start()
-    try:
+    async with DevHost(app, clock=clock) as dev:
         yield dev
-    finally:
-        await dev.stop()
 
 
 @pytest.fixture
@@ -443,14 +439,10 @@ async def test_a_random_activity_input_is_caught_by_the_replay_check(
 
 
 async def test_without_the_replay_check_the_next_replay_still_detects_nondeterminism(clock: VirtualClock) -> None:
-    dev = DevHost(app, clock=clock, replay_check=False)
-    await dev.start()
-    try:
+    async with DevHost(app, clock=clock, replay_check=False) as dev:
         client = df.DurableOrchestrationClient(dev.client_binding())
         await client.start_new("nondeterministic", "nd-3")
         status = await finished(clock, dev, "nd-3")
-    finally:
-        await dev.stop()
     assert status["runtimeStatus"] == "Failed"
     assert status["output"].startswith("Orchestrator function 'nondeterministic' failed: Non-deterministic workflow "
                                        "detected: action #0 was CALL_ACTIVITY(")
