@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -144,9 +145,25 @@ def lock() -> int:
         "# Direct dependencies are pinned in pyproject.toml; this file locks them with everything they pull in.\n"
         "# Regenerate: python3 dev.py lock\n"
     )
-    (ROOT / "requirements.txt").write_text(header + frozen)
+    (ROOT / "requirements.txt").write_text(header + _keep_markers(frozen, deps))
     say("requirements.txt written")
     return 0
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[\s=<>!~;\[]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def _keep_markers(frozen: str, deps: list[str]) -> str:
+    """A dependency pinned per Python version in pyproject keeps its marked lines; the freeze saw only one."""
+    marked: dict[str, list[str]] = {}
+    for dep in deps:
+        if ";" in dep:
+            marked.setdefault(_name(dep), []).append(dep)
+    lines = []
+    for line in frozen.splitlines():
+        lines.extend(marked.get(_name(line), [line]))
+    return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str]) -> int:

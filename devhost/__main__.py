@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from devhost.host import DevHost, PortInUse
+from devhost.signatures import FunctionLoadError
 from simulator.clock import RealClock
 
 
@@ -82,8 +83,12 @@ def main(argv: list[str] | None = None) -> int:
     root = Path.cwd()
     sys.path.insert(0, str(root))
     _settings(root)
-    host = DevHost(_load(args.app), clock=RealClock(), store=args.store, replay_check=not args.no_replay_check,
-                   route_prefix=_route_prefix(root))
+    try:
+        host = DevHost(_load(args.app), clock=RealClock(), store=args.store, replay_check=not args.no_replay_check,
+                       route_prefix=_route_prefix(root))
+    except FunctionLoadError as exc:  # what the Azure Functions Python worker would refuse, named as it does
+        print(f"devhost: the Functions worker would index no function: {exc}", file=sys.stderr)
+        return 2
     try:
         asyncio.run(serve(host, args.host, args.port))
     except PortInUse as exc:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from devhost import invocation
+from devhost import invocation, signatures
 
 log = logging.getLogger("devhost")
 
@@ -114,9 +114,16 @@ def _level(value: Any) -> str:
 
 
 def index(app: Any) -> AppIndex:
-    """Index `app` (a DFApp / FunctionApp); functions the local host cannot run are skipped with a reason."""
+    """Index `app` (a DFApp / FunctionApp); functions the local host cannot run are skipped with a reason.
+
+    Raises signatures.FunctionLoadError for a function the Azure Functions Python worker would refuse: there,
+    one such function means no function of the app is indexed at all.
+    """
     result = AppIndex(http=[], orchestrators={}, activities={}, skipped=[])
-    for fn in _functions_of(app):
+    functions = _functions_of(app)
+    for fn in functions:
+        signatures.check(fn.get_function_name(), fn.get_user_function(), [b.name for b in fn.get_bindings()])
+    for fn in functions:
         name: str = fn.get_function_name()
         trigger = fn.get_trigger()
         bindings = [b for b in fn.get_bindings() if b is not trigger]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import typing
 from collections import deque
 from collections.abc import Generator, Mapping
 from datetime import timedelta
@@ -189,7 +190,9 @@ def _notifications(data: Any) -> list[Mapping[str, Any]]:
 
 
 @bp.activity_trigger(input_name="request", activity=ACTIVITY)
-async def call_action(request: Mapping[str, Any]) -> dict[str, Any]:
+async def call_action(request: typing.Mapping[str, Any]) -> dict[str, Any]:
+    # A binding's annotation must be a class or a `typing` generic: the Functions Python worker refuses
+    # PEP 585 aliases (`collections.abc.Mapping[...]`, `dict[...]`) and indexes no function at all.
     from calling.actions import perform
 
     app = runtime.get()

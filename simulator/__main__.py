@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from calling.yamlsource import SourceErrors
+from devhost.signatures import FunctionLoadError
 
 ROOT = Path(__file__).resolve().parent.parent
 DEMO = ROOT / "scenarios" / "demo.yaml"
@@ -109,6 +110,9 @@ def _demo(scenario: object, sim_port: int, host_port: int, *, virtual: bool) -> 
                   "  python3 dev.py demo --sim-port 8091 --host-port 7072", file=sys.stderr)
             return 2
         raise
+    except FunctionLoadError as exc:  # the app as the Azure Functions Python worker would refuse it
+        print(f"\nThe Functions worker would index no function of function_app.py: {exc}", file=sys.stderr)
+        return 2
     print("\nTranscript (seconds since the call began; → bot: notification posted to the bot, "
           "← bot: the bot's request to Graph):\n")
     print(outcome.transcript)
