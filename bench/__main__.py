@@ -44,12 +44,15 @@ def report_imports(result: imports.ImportTimes) -> str:
                  rows)]
     app = result.median_ms(imports.APP)
     lines = []
-    for base in [label for label in imports.CASES if label != imports.APP]:
+    for base in imports.BASELINES:
         b = result.median_ms(base)
         lines.append([f"import function_app vs {base}", fmt(app), fmt(b), ratio(app, b), fmt(app - b)])
     out.append(table("    medians, ms", ["metric", "app", "baseline", "ratio", "app - baseline"], lines))
-    out.append("    function_app needs azure.durable_functions (DFApp); the last difference is the app's own code\n"
-               "    and what only it pulls in (msgraph-sdk, kiota, httpx, PyJWT, cryptography, PyYAML)")
+    verdict = "met" if app < imports.GOAL_MS else "NOT MET"
+    out.append(f"    goal: import function_app under {imports.GOAL_MS:.0f} ms median: {fmt(app)} ms, {verdict}\n"
+               "    function_app needs azure.durable_functions (DFApp); the difference is the blueprints and the\n"
+               "    settings module. The core and msgraph-sdk load later, on the first invocation and the first\n"
+               "    Graph request (the last two cases of the table above).")
     for title, top in (("cumulative", result.top_cumulative), ("self", result.top_self)):
         rows = [[module, fmt(own), fmt(cumulative)] for module, own, cumulative in top]
         out.append(table(f"    python -X importtime -c 'import function_app': top {len(rows)} by {title} time, ms",

@@ -10,16 +10,18 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from calling.errors import GraphError
 from calling.flows import commands as c
 from calling.flows.prompts import graph_prompt
-from calling.graph import CallControl, ServiceHostedMedia
 from calling.identities import application_instance
 from calling.recordings import RecordingStore
 from calling.routing import parse_target
 from calling.session import FlowLibrary
+
+if TYPE_CHECKING:  # msgraph-sdk loads with the first Graph request (cold start: the app imports this module)
+    from calling.graph import CallControl
 
 log = logging.getLogger("calling.actions")
 
@@ -108,6 +110,8 @@ async def _consult(control: CallControl, call_id: str, command: c.Transfer, inst
     if target.kind == "phone" and source is None:
         return {"ok": False, "code": "no_instance", "message": "ringing a phone number needs BOT_INSTANCE_ID "
                 "(the bot's resource account) as the caller id"}
+    from calling.graph import ServiceHostedMedia
+
     info = await control.create_call([target], source=source, media=ServiceHostedMedia(), callback_uri=callback)
     return {"ok": True, "consult_call_id": info.id}
 

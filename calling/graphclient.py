@@ -10,23 +10,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-
-import httpx
-from azure.core.credentials_async import AsyncTokenCredential
-from kiota_authentication_azure.azure_identity_authentication_provider import (
-    AzureIdentityAuthenticationProvider,
-)
-from kiota_http.kiota_client_factory import KiotaClientFactory
-from kiota_http.middleware.middleware import BaseMiddleware
-from kiota_http.middleware.retry_handler import RetryHandler
-from msgraph.graph_request_adapter import GraphRequestAdapter
-from msgraph.graph_service_client import GraphServiceClient
-from msgraph_core import GraphClientFactory
+from typing import TYPE_CHECKING
 
 from calling.config import Settings
 from calling.credentials import GRAPH_SCOPE, graph_credential
-from calling.graph import CallControl
-from calling.retry import BudgetedRetryHandler
+
+if TYPE_CHECKING:  # msgraph-sdk, kiota and httpx load with the first client, not with the app (cold start)
+    import httpx
+    from azure.core.credentials_async import AsyncTokenCredential
+    from msgraph.graph_service_client import GraphServiceClient
+
+    from calling.graph import CallControl
 
 
 def build_graph_client(
@@ -37,6 +31,19 @@ def build_graph_client(
     transport: httpx.AsyncBaseTransport | None = None,
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
 ) -> GraphServiceClient:
+    import httpx
+    from kiota_authentication_azure.azure_identity_authentication_provider import (
+        AzureIdentityAuthenticationProvider,
+    )
+    from kiota_http.kiota_client_factory import KiotaClientFactory
+    from kiota_http.middleware.middleware import BaseMiddleware
+    from kiota_http.middleware.retry_handler import RetryHandler
+    from msgraph.graph_request_adapter import GraphRequestAdapter
+    from msgraph.graph_service_client import GraphServiceClient
+    from msgraph_core import GraphClientFactory
+
+    from calling.retry import BudgetedRetryHandler
+
     http = httpx.AsyncClient(
         base_url=base_url,
         timeout=httpx.Timeout(10.0, connect=5.0),
@@ -66,6 +73,8 @@ class CallControls:
         tenant = (tenant_id or self._settings.bot_tenant_id).lower()
         control = self._by_tenant.get(tenant)
         if control is None:
+            from calling.graph import CallControl
+
             client = build_graph_client(
                 self._settings.graph_base_url,
                 self._credential_factory(self._settings, tenant),

@@ -13,11 +13,11 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from msgraph.generated.models.identity import Identity as GraphIdentity
-from msgraph.generated.models.identity_set import IdentitySet
+if TYPE_CHECKING:  # msgraph-sdk is imported when a request body is built, not with the app (cold start)
+    from msgraph.generated.models.identity_set import IdentitySet
 
 E164 = re.compile(r"^\+[1-9]\d{1,14}$")
 _IDENTITY_ODATA = "#microsoft.graph.identity"
@@ -42,6 +42,9 @@ class Party:
 
     def to_identity_set(self) -> IdentitySet:
         """The msgraph model for a request body, exactly as Graph's HTTP examples write it."""
+        from msgraph.generated.models.identity import Identity as GraphIdentity
+        from msgraph.generated.models.identity_set import IdentitySet
+
         inner: dict[str, Any] = {"@odata.type": _IDENTITY_ODATA}
         if self.id is not None:
             inner["id"] = self.id

@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from calling import telemetry
 from calling.errors import GraphError
@@ -29,11 +29,13 @@ from calling.flows import Bundle
 from calling.flows import commands as c
 from calling.flows.events import party_fact
 from calling.flows.prompts import prefetch
-from calling.graph import CallControl, CallInfo
 from calling.identities import E164, MeetingId, MeetingJoin, Party, application_instance, parse_join_url, phone
 from calling.identities import teams_user as teams_user_party
 from calling.session import FlowLibrary, FlowNotFound, Session, open_call
 from calling.yamlsource import SourceErrors
+
+if TYPE_CHECKING:  # msgraph-sdk loads with the first Graph request (cold start)
+    from calling.graph import CallControl, CallInfo
 
 log = logging.getLogger("calling.outbound")
 

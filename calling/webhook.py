@@ -16,7 +16,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from calling import telemetry
 from calling.auth import AuthError, Caller, NotificationAuthenticator
@@ -26,18 +26,19 @@ from calling.events import CallEvent, CallStateChanged, IncomingCall, Participan
 from calling.flows import commands as c
 from calling.flows.events import party_fact
 from calling.flows.prompts import prefetch
-from calling.graph import CallControl, ServiceHostedMedia
 from calling.handoff import HandoffMessage, HandoffTransport, deadline_for
 from calling.identities import Party
 from calling.notifications import LegacyNotificationError, NotificationError, parse_body
 from calling.routing import Answer, Decision, HandOff, Redirect, Reject, Router, parse_target
 from calling.session import FlowLibrary, FlowNotFound, Session, open_call
+from calling.sink import CallEventSink
 from calling.yamlsource import SourceErrors
+
+if TYPE_CHECKING:  # msgraph-sdk loads with the first Graph request, not with the app (cold start)
+    from calling.graph import CallControl
 
 log = logging.getLogger("calling.webhook")
 
-# The external event name a call's orchestration waits for; its data is {"notifications": [...]}.
-NOTIFICATION_EVENT = "graph_notification"
 #: A session id in the callback path is a Graph call id: a GUID, which also makes it a valid Durable instance id.
 SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
 SAFETY_MARGIN_SECONDS = 1.0  # leave Graph this much of the deadline for the request itself
@@ -51,16 +52,6 @@ class WebhookResponse:
 
     def content(self) -> bytes:
         return json.dumps(self.body).encode() if self.body is not None else b""
-
-
-class CallEventSink(Protocol):
-    """Where a call's session runs: started when the call is answered, then fed the call's notifications."""
-
-    async def deliver(self, call_id: str, notifications: list[Mapping[str, Any]]) -> bool:
-        """Returns False when no one runs that call (logged, dropped)."""
-
-    async def start(self, call_id: str, session: Mapping[str, Any]) -> None:
-        """Start the call's session (the `call_session` orchestration, instance id = call id)."""
 
 
 class CallControlSource(Protocol):
@@ -143,14 +134,21 @@ class Webhook:
             return _error(exc.status, kind, exc.reason)
         with telemetry.correlation(tenant_id=caller.tenant_id):
             try:
-                events = parse_body(body)
+                batch = parse_body(body)
             except LegacyNotificationError:
                 log.info("legacy-format notification: answering 204 so it is re-sent in Graph format")
                 return WebhookResponse(204)
             except NotificationError as exc:
                 log.warning("malformed notification: %s", exc)
                 return _error(400, "bad_request", str(exc))
-            return await self._dispatch(events, caller, sink, received, received_at, session)
+            for bad in batch.rejected:
+                log.warning("malformed notification ignored, the rest of the batch goes on: %s", bad.reason)
+            response = await self._dispatch(batch.events, caller, sink, received, received_at, session)
+            if batch.rejected and response.status == 202 and response.body is not None:
+                # Still a 2xx: Graph would resend the good notifications with the bad one, and the bad one again.
+                rejected = [{"index": r.index, "reason": r.reason} for r in batch.rejected]
+                return WebhookResponse(202, {**response.body, "rejected": rejected}, response.headers)
+            return response
 
     async def _dispatch(self, events: list[CallEvent], caller: Caller, sink: CallEventSink | None,
                         received: float, received_at: datetime, session: str | None) -> WebhookResponse:
@@ -235,6 +233,8 @@ class Webhook:
         """Perform the decision; True when the call was handed off to media."""
         if isinstance(decision, Answer):
             if self._flows is None or sink is None:
+                from calling.graph import ServiceHostedMedia
+
                 await control.answer(call.call_id, media=ServiceHostedMedia(), deadline=deadline)
                 return False
             return await self._answer(call, decision, control, caller, deadline, received, received_at, sink,

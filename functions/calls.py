@@ -17,7 +17,7 @@ from typing import Any
 import azure.durable_functions as df
 import azure.functions as func
 
-from calling.webhook import NOTIFICATION_EVENT
+from calling.sink import NOTIFICATION_EVENT
 from functions import runtime
 
 bp = df.Blueprint()

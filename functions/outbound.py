@@ -15,18 +15,19 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import azure.durable_functions as df
 import azure.functions as func
 
-from calling import outbound
 from calling.errors import GraphError
-from calling.session_log import timeline
 from functions import runtime
 from functions.calls import DurableEventSink
 
 bp = df.Blueprint()
+if TYPE_CHECKING:
+    from calling import outbound
+
 log = logging.getLogger("functions.outbound")
 
 STATUS_PATH = "/api/outbound/calls/"
@@ -35,6 +36,8 @@ STATUS_PATH = "/api/outbound/calls/"
 @bp.route(route="outbound/calls", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 @bp.durable_client_input(client_name="client")
 async def place_call(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    from calling import outbound  # the core loads on first use, not with the app (cold start)
+
     return await _place(req, client, lambda data, app: outbound.parse_place_call(
         data, flows=app.flows, default_instance=app.settings.bot_instance_id))
 
@@ -42,12 +45,16 @@ async def place_call(req: func.HttpRequest, client: df.DurableOrchestrationClien
 @bp.route(route="outbound/meetings", methods=["POST"], auth_level=func.AuthLevel.FUNCTION)
 @bp.durable_client_input(client_name="client")
 async def join_meeting(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    from calling import outbound
+
     return await _place(req, client, lambda data, app: outbound.parse_join_meeting(data, flows=app.flows))
 
 
 @bp.route(route="outbound/calls/{id}", methods=["GET", "DELETE"], auth_level=func.AuthLevel.FUNCTION)
 @bp.durable_client_input(client_name="client")
 async def outbound_call(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
+    from calling import outbound
+
     try:
         app = runtime.get()
         call_id = outbound.check_call_id(req.route_params.get("id", ""))
@@ -65,6 +72,8 @@ async def outbound_call(req: func.HttpRequest, client: df.DurableOrchestrationCl
 
 async def _place(req: func.HttpRequest, client: df.DurableOrchestrationClient,
                  parse: Callable[[Any, runtime.Runtime], outbound.Outbound]) -> func.HttpResponse:
+    from calling import outbound
+
     try:
         app = runtime.get()
     except runtime.NotConfigured:
@@ -85,6 +94,9 @@ async def _place(req: func.HttpRequest, client: df.DurableOrchestrationClient,
 
 
 async def _status(client: df.DurableOrchestrationClient, call_id: str, *, transcript: bool) -> func.HttpResponse:
+    from calling import outbound
+    from calling.session_log import timeline
+
     status = await client.get_status(call_id, show_history=transcript, show_history_output=transcript,
                                      show_input=transcript)
     if not status:  # the client's status for an unknown instance has no creation time
@@ -99,6 +111,8 @@ async def _status(client: df.DurableOrchestrationClient, call_id: str, *, transc
 
 
 async def _hang_up(app: runtime.Runtime, client: df.DurableOrchestrationClient, call_id: str) -> func.HttpResponse:
+    from calling import outbound
+
     status = await client.get_status(call_id, show_input=True)
     tenant = outbound.session_tenant(status.input_) if status else None
     try:
@@ -106,8 +120,6 @@ async def _hang_up(app: runtime.Runtime, client: df.DurableOrchestrationClient, 
     except GraphError as exc:
         return _json(*outbound.graph_failure(exc))
     return func.HttpResponse(status_code=204)
-
-
 
 
 def _flag(value: str | None) -> bool:

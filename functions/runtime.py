@@ -4,6 +4,9 @@ Built on first use rather than at import, so a missing setting does not stop the
 indexing the app: the problem is logged once with every setting named, and the webhook answers 503.
 Singletons matter here: the signing-key cache, the Graph token caches and connection pools must
 survive across invocations, or every notification would pay for them.
+
+The core is imported by `build()`, not by this module: the host imports function_app (and so this) on every
+cold start before it routes a request, and only the first invocation needs the core (bench/imports.py).
 """
 
 from __future__ import annotations
@@ -14,18 +17,17 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from calling import telemetry
-from calling.auth import NotificationAuthenticator, SigningKeys
 from calling.config import ConfigError, Settings
-from calling.graphclient import CallControls
-from calling.handoff import HandoffTransport, InProcessTransport
-from calling.prompt_links import PromptLinks
-from calling.recordings import FolderStore, RecordingStore
-from calling.routing import Router, default_policy, load_policy
-from calling.session import FlowLibrary
-from calling.webhook import Webhook
-from calling.yamlsource import SourceErrors
+
+if TYPE_CHECKING:
+    from calling.graphclient import CallControls
+    from calling.handoff import HandoffTransport
+    from calling.prompt_links import PromptLinks
+    from calling.recordings import RecordingStore
+    from calling.session import FlowLibrary
+    from calling.webhook import Webhook
 
 log = logging.getLogger("functions.runtime")
 
@@ -56,6 +58,14 @@ _failure: str | None = None
 
 def build(env: Mapping[str, str], *, now: Callable[[], datetime] | None = None) -> Runtime:
     """`now`: the webhook's clock (the local host's virtual clock in tests; wall-clock UTC otherwise)."""
+    from calling import telemetry
+    from calling.auth import NotificationAuthenticator, SigningKeys
+    from calling.graphclient import CallControls
+    from calling.handoff import InProcessTransport
+    from calling.routing import Router, default_policy, load_policy
+    from calling.session import FlowLibrary
+    from calling.webhook import Webhook
+
     settings = Settings.from_env(env)
     telemetry.configure(settings.appinsights_connection_string)
     keys = SigningKeys(settings.openid_config_url)
@@ -75,6 +85,8 @@ def build(env: Mapping[str, str], *, now: Callable[[], datetime] | None = None) 
 
 def _recordings(settings: Settings) -> RecordingStore | None:
     """Blob Storage when RECORDINGS_CONTAINER_URL is set (Azure, or Azurite locally), else a folder, else none."""
+    from calling.recordings import FolderStore
+
     if settings.recordings_container_url:
         from calling.credentials import storage_credential
         from calling.recordings import BlobStore
@@ -88,6 +100,7 @@ def _prompt_links(settings: Settings, now: Callable[[], datetime] | None) -> Pro
     if not settings.prompts_container_url:
         return None
     from calling.credentials import storage_credential
+    from calling.prompt_links import PromptLinks
 
     url = settings.prompts_container_url
     return PromptLinks(settings.prompts_base_url, container_url=url, credential=storage_credential(url, settings),
@@ -103,6 +116,8 @@ def get() -> Runtime:
     global _runtime, _failure  # noqa: PLW0603 (process-wide singletons, see module docstring)
     if _runtime is not None:
         return _runtime
+    from calling.yamlsource import SourceErrors
+
     try:
         _runtime = build(os.environ)
     except (ConfigError, SourceErrors) as exc:

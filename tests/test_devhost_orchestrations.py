@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import typing
 import uuid
 from collections.abc import AsyncIterator, Iterator
 from datetime import timedelta
@@ -37,7 +38,7 @@ async def greet(name: str) -> str:
 
 
 @app.activity_trigger(input_name="payload")
-def flaky(payload: dict[str, Any]) -> str:
+def flaky(payload: typing.Mapping[str, Any]) -> str:  # the worker refuses dict[str, Any] (devhost/signatures.py)
     calls[payload["key"]] = calls.get(payload["key"], 0) + 1
     if calls[payload["key"]] <= payload["failures"]:
         raise ValueError(f"attempt {calls[payload['key']]} failed")

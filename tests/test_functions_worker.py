@@ -24,7 +24,7 @@ import pytest
 
 from calling.flows import load_bundle
 from calling.session import KEEPALIVE_EVERY, Session, open_call
-from calling.webhook import NOTIFICATION_EVENT
+from calling.sink import NOTIFICATION_EVENT
 from devhost.durable import history, replay
 from devhost.durable.management import client_binding
 from tests.functions_worker import layout
@@ -130,8 +130,9 @@ def test_the_worker_refuses_a_pep585_binding_annotation(worker: Path, app: Path,
     module = app / "orchestrations" / "call_session.py"
     source = module.read_text()
     assert "async def call_action(request: typing.Mapping[str, Any])" in source
-    module.write_text(source.replace("async def call_action(request: typing.Mapping[str, Any])",
-                                     "async def call_action(request: Mapping[str, Any])"))
+    module.write_text(source.replace("import typing\n", "import collections.abc\nimport typing\n", 1).replace(
+        "async def call_action(request: typing.Mapping[str, Any])",
+        "async def call_action(request: collections.abc.Mapping[str, Any])"))
 
     result = _host(worker, app, tmp_path / "out.json")
 
