@@ -8,20 +8,20 @@ other Graph refusals come back as `{"ok": False, ...}` for the engine to take it
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from calling.errors import GraphError
 from calling.flows import commands as c
-from calling.flows.prompts import graph_prompt
+from calling.flows.prompts import graph_prompt, graph_prompt_of
 from calling.identities import application_instance
 from calling.recordings import RecordingStore
 from calling.routing import parse_target
 from calling.session import FlowLibrary
 
 if TYPE_CHECKING:  # msgraph-sdk loads with the first Graph request (cold start: the app imports this module)
-    from calling.graph import CallControl
+    from calling.graph import CallControl, Prompt
 
 log = logging.getLogger("calling.actions")
 
@@ -54,7 +54,8 @@ async def perform(control: CallControl, flows: FlowLibrary, store: RecordingStor
             await control.hang_up(str(data["consult_call_id"]))
             return {"ok": True}
         command = c.command_from_json(data)
-        return await _perform(control, flows, store, call_id, str(request["flow"]), command, instance_id)
+        prompts = _prompts(request, flows)
+        return await _perform(control, flows, store, call_id, prompts, command, instance_id)
     except GraphError as exc:
         if is_transient(exc):
             raise
@@ -63,12 +64,21 @@ async def perform(control: CallControl, flows: FlowLibrary, store: RecordingStor
                 "gone": exc.status == 404}
 
 
+def _prompts(request: Mapping[str, Any], flows: FlowLibrary) -> Callable[[str, str], Prompt]:
+    """How this request names its prompts: by the content hashes it carries (the session's own flow, which
+    a deployment mid-call may have replaced on disk), or, for a request without them, by the flow file."""
+    carried = request.get("prompts")
+    if isinstance(carried, Mapping):
+        return lambda key, base_url: graph_prompt_of(key, str(carried[key]), base_url)
+    return lambda key, base_url: graph_prompt(flows.bundle(str(request["flow"])), key, base_url)
+
+
 async def _perform(control: CallControl, flows: FlowLibrary, store: RecordingStore | None, call_id: str,
-                   flow: str, command: c.Command, instance_id: str | None) -> dict[str, Any]:
+                   prompt: Callable[[str, str], Prompt], command: c.Command, instance_id: str | None
+                   ) -> dict[str, Any]:
     if isinstance(command, c.Play):
-        bundle = flows.bundle(flow)
         base_url = await flows.prompts_url()
-        prompts = [graph_prompt(bundle, key, base_url) for key in command.prompts]
+        prompts = [prompt(key, base_url) for key in command.prompts]
         op = await control.play_prompt(call_id, prompts, client_context=command.ref)
         return {"ok": True, "operation": op.id}
     if isinstance(command, c.SubscribeTones):
@@ -76,10 +86,9 @@ async def _perform(control: CallControl, flows: FlowLibrary, store: RecordingSto
     elif isinstance(command, c.CancelMedia):
         await control.cancel_media_processing(call_id, client_context=command.ref)
     elif isinstance(command, c.Record):
-        bundle = flows.bundle(flow)
-        prompt = graph_prompt(bundle, command.prompt, await flows.prompts_url()) if command.prompt else None
+        intro = prompt(command.prompt, await flows.prompts_url()) if command.prompt else None
         op = await control.record_response(
-            call_id, prompt=prompt, play_beep=command.beep, max_record_duration=command.max_duration,
+            call_id, prompt=intro, play_beep=command.beep, max_record_duration=command.max_duration,
             initial_silence_timeout=command.initial_silence_timeout, max_silence_timeout=command.max_silence_timeout,
             stop_tones=command.stop_tones, client_context=command.ref)
         return {"ok": True, "operation": op.id}

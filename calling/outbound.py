@@ -29,6 +29,7 @@ from calling.flows import Bundle
 from calling.flows import commands as c
 from calling.flows.events import party_fact
 from calling.flows.prompts import prefetch
+from calling.flows.snapshot import snapshot
 from calling.identities import E164, MeetingId, MeetingJoin, Party, application_instance, parse_join_url, phone
 from calling.identities import teams_user as teams_user_party
 from calling.session import FlowLibrary, FlowNotFound, Session, open_call
@@ -302,7 +303,8 @@ async def place(request: Outbound, *, control: CallControl, flows: FlowLibrary, 
     with telemetry.correlation(tenant_id=control.tenant_id):
         info = await _create(request, control, bundle, await flows.prompts_url())
         with telemetry.correlation(call_id=info.id):
-            session = Session(info.id, control.tenant_id, request.flow, opening.state, list(opening.commands))
+            session = Session(info.id, control.tenant_id, request.flow, opening.state, list(opening.commands),
+                              snapshot=snapshot(bundle))
             try:
                 await sink.start(info.id, session.to_json())
             except Exception as exc:

@@ -21,8 +21,11 @@ from calling.events import CallEvent, CallStateChanged, OperationCompleted, Tone
 from calling.flows import Bundle, State, load_bundle, step
 from calling.flows import commands as c
 from calling.flows import events as e
+from calling.flows.model import PromptFile
+from calling.flows.snapshot import restore
 from calling.notifications import NotificationError, parse_notification
 from calling.prompt_links import PromptLinks
+from calling.yamlsource import SourceErrors
 
 SESSION_VERSION = 1
 KEEPALIVE_EVERY = timedelta(minutes=15)
@@ -49,8 +52,34 @@ class FlowLibrary:
     def bundle(self, name: str) -> Bundle:
         return _load(self.folder.resolve(), name)
 
+    def pinned(self, name: str, snapshot: Mapping[str, Any] | None) -> Bundle:
+        """The flow a call's session started with: the files' bundle while they are unchanged, else the one
+        rebuilt from the snapshot the session carries (calling/flows/snapshot.py). A session without a
+        snapshot gets the files' bundle. Raises FlowNotFound, SourceErrors or ValueError when neither runs."""
+        if snapshot is None:
+            return self.bundle(name)
+        try:
+            current: Bundle | None = self.bundle(name)
+        except (FlowNotFound, SourceErrors):
+            current = None
+        wanted = str(snapshot.get("version") or "")
+        if current is not None and current.version == wanted:
+            return current
+        bundle = _PINNED.get(wanted)
+        if bundle is None:
+            bundle = restore(snapshot)
+            if len(_PINNED) >= _PINNED_MAX:
+                _PINNED.pop(next(iter(_PINNED)))
+            _PINNED[wanted] = bundle
+        return bundle
+
     def path(self, name: str) -> Path:
         return self.folder / f"{name}.yaml"
+
+
+#: Bundles rebuilt from sessions' snapshots, by version: a few per deployment that changed a flow mid-call.
+_PINNED: dict[str, Bundle] = {}
+_PINNED_MAX = 32
 
 
 @cache
@@ -91,12 +120,14 @@ class Session:
     timers: dict[str, str] = field(default_factory=dict)  # ref -> ISO due time (keepalive included)
     executions: int = 1
     consult: Consult | None = None  # the bot's second call of a consultative transfer, while it lasts
+    #: The flow as the call started it (calling/flows/snapshot.py): a deployment mid-call does not change it.
+    snapshot: Mapping[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {"v": SESSION_VERSION, "call_id": self.call_id, "tenant_id": self.tenant_id, "flow": self.flow,
                 "state": self.state.to_json(), "commands": [c.command_to_json(x) for x in self.commands],
                 "timers": dict(self.timers), "executions": self.executions,
-                "consult": self.consult.to_json() if self.consult else None}
+                "consult": self.consult.to_json() if self.consult else None, "flow_snapshot": self.snapshot}
 
     @classmethod
     def from_json(cls, data: Any) -> Session:
@@ -107,7 +138,8 @@ class Session:
         return cls(str(data["call_id"]), str(data.get("tenant_id") or ""), str(data["flow"]),
                    State.from_json(data["state"]), [c.command_from_json(x) for x in data.get("commands") or []],
                    {str(k): str(v) for k, v in (data.get("timers") or {}).items()}, int(data.get("executions", 1)),
-                   Consult.from_json(data["consult"]) if data.get("consult") else None)
+                   Consult.from_json(data["consult"]) if data.get("consult") else None,
+                   data.get("flow_snapshot") if isinstance(data.get("flow_snapshot"), Mapping) else None)
 
     def start_timer(self, ref: str, due: datetime) -> None:
         self.timers[ref] = due.isoformat()
@@ -122,16 +154,35 @@ class Session:
             del self.timers[ref]
         return [ref for _, ref in due]
 
-    def action(self, command: c.Command | Mapping[str, Any] | None = None) -> dict[str, Any]:
+    def action(self, command: c.Command | Mapping[str, Any] | None = None,
+               prompts: Mapping[str, PromptFile] | None = None) -> dict[str, Any]:
         """The input of the `call_action` activity: an engine command, a raw request (a consultative
-        transfer's steps), or None for keepAlive."""
+        transfer's steps), or None for keepAlive. A command that plays prompts carries each one's content
+        hash from the session's bundle (`prompts`), so the activity needs no flow file to name them."""
         if command is None:
             data: Mapping[str, Any] = {"type": "KeepAlive"}
         elif isinstance(command, c.Command):
             data = c.command_to_json(command)
         else:
             data = command
-        return {"call_id": self.call_id, "tenant_id": self.tenant_id, "flow": self.flow, "command": dict(data)}
+        request = {"call_id": self.call_id, "tenant_id": self.tenant_id, "flow": self.flow, "command": dict(data)}
+        keys = command.prompts if isinstance(command, c.Play) else (
+            (command.prompt,) if isinstance(command, c.Record) and command.prompt else ())
+        if keys and prompts is not None:
+            request["prompts"] = {key: prompts[key].sha256 for key in keys if key in prompts}
+        return request
+
+
+def unrunnable(bundle: Bundle, state: State) -> str | None:
+    """Why `bundle` cannot carry on from `state` (a node or sub-flow it names is not there), or None."""
+    frames = [(state.flow, state.node), *state.stack] if state.flow else []
+    for flow_id, node in frames:
+        flow = bundle.flows.get(flow_id)
+        if flow is None:
+            return f"the flow has no sub-flow {flow_id!r} any more"
+        if node and node not in flow.nodes:
+            return f"{flow_id} has no node {node!r} any more"
+    return None
 
 
 def translate(notifications: Iterable[Mapping[str, Any]], state: State, at: datetime) -> list[e.Event]:

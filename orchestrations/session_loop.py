@@ -24,8 +24,18 @@ from calling.actions import CONSULT_END, CONSULT_HAND_OVER
 from calling.flows import commands as c
 from calling.flows import events as e
 from calling.flows import step
-from calling.session import KEEPALIVE_EVERY, KEEPALIVE_REF, Session, failure_event, translate
+from calling.flows.model import PromptFile
+from calling.session import (
+    KEEPALIVE_EVERY,
+    KEEPALIVE_REF,
+    FlowNotFound,
+    Session,
+    failure_event,
+    translate,
+    unrunnable,
+)
 from calling.sink import NOTIFICATION_EVENT
+from calling.yamlsource import SourceErrors
 from functions import runtime
 from orchestrations.call_session import ACTIVITY, EVENTS_PER_EXECUTION, RETRY
 
@@ -60,7 +70,16 @@ def run(context: df.DurableOrchestrationContext) -> Generator[Any, Any, Any]:
     """The orchestrator: the call's session, from its input (calling.session.Session) to the end of its flow."""
     context.deferred_tasks = DeferredEvents()
     session = Session.from_json(context.get_input())
-    bundle = runtime.get().flows.bundle(session.flow)
+    try:
+        bundle = runtime.get().flows.pinned(session.flow, session.snapshot)
+        problem = unrunnable(bundle, session.state)
+    except (FlowNotFound, SourceErrors, ValueError) as exc:
+        problem = str(exc)
+    if problem is not None:
+        # Deterministic as long as the cause is (the same input, the same code). Caught at an execution's
+        # start, the bot hangs up; a code deployment that stops reading a snapshot in mid-execution makes
+        # the replay diverge from its history, which Durable fails (docs/flows.md, "A flow changed mid-call").
+        return (yield from _end_unrunnable(context, session, problem))
     state = session.state
     queue: list[c.Command] = list(session.commands)
     if KEEPALIVE_REF not in session.timers:
@@ -82,7 +101,7 @@ def run(context: df.DurableOrchestrationContext) -> Generator[Any, Any, Any]:
             elif isinstance(command, c.HandOff):
                 log.error("flow %s hands off mid-call; only an unanswered call can be handed off", session.flow)
             else:
-                result = yield from _act(context, session, command)
+                result = yield from _act(context, session, command, bundle.prompts)
                 event = failure_event(command, result, context.current_utc_datetime)
                 if event is not None:
                     followups.append(event)
@@ -158,10 +177,26 @@ def _consult(context: df.DurableOrchestrationContext, session: Session,
     return events
 
 
-def _act(context: df.DurableOrchestrationContext, session: Session,
-         command: c.Command | Mapping[str, Any] | None) -> Generator[Any, Any, Mapping[str, Any]]:
+def _end_unrunnable(context: df.DurableOrchestrationContext, session: Session,
+                    problem: str) -> Generator[Any, Any, dict[str, Any]]:
+    """The session cannot run its flow here (its snapshot no longer loads, or it has none and the flow file
+    changed under it): never leave the caller in silence; hang up, and the consult call too."""
+    if not context.is_replaying:
+        log.error("call %s: its flow %s cannot go on (%s); hanging up", session.call_id, session.flow, problem)
+        with telemetry.correlation(call_id=session.call_id, tenant_id=session.tenant_id):
+            telemetry.emit("call.flow_unavailable", flow=session.flow, node=session.state.node, error=problem[:300],
+                           mid_call=True)
+    if session.consult is not None:
+        yield from _act(context, session, {"type": CONSULT_END, "consult_call_id": session.consult.call_id,
+                                           "target": session.consult.target})
+    yield from _act(context, session, c.HangUp(reason="flow_unavailable"))
+    return {"node": session.state.node, "left": "hangup", "error": problem[:300]}
+
+
+def _act(context: df.DurableOrchestrationContext, session: Session, command: c.Command | Mapping[str, Any] | None,
+         prompts: Mapping[str, PromptFile] | None = None) -> Generator[Any, Any, Mapping[str, Any]]:
     try:
-        result = yield context.call_activity_with_retry(ACTIVITY, RETRY, session.action(command))
+        result = yield context.call_activity_with_retry(ACTIVITY, RETRY, session.action(command, prompts))
     except Exception as exc:  # retries exhausted: the engine takes the failure branch
         if not context.is_replaying:
             log.warning("%s failed after retries: %s", _name(command), exc)

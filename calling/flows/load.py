@@ -18,6 +18,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from calling.flows import model as m
+from calling.flows.snapshot import version
 from calling.flows.wav import WavError, check_file
 from calling.yamlsource import Document, PathKey, SourceError, SourceErrors, format_path, load_file, load_text
 
@@ -50,39 +51,83 @@ def load_bundle(path: str | Path, *, folder: str | Path | None = None) -> m.Bund
     `folder` is where flow ids and prompt keys are relative to (default: the flow file's folder); nothing
     may reach outside it, because that folder is what gets deployed and served.
     """
-    from calling.flows.check import check_flows
-
     path = Path(path)
     base = Path(folder) if folder is not None else path.parent
     root = _relative(path, base)
     if root is None:
         raise SourceErrors([SourceError(str(path), 1, 1, "", f"is outside the flows folder {base}")])
+
+    def read(flow_id: str) -> str | None:
+        file = base / flow_id
+        if flow_id != root and not file.is_file():
+            return None  # a sub-flow that is not there: reported at the node that runs it
+        try:
+            return file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SourceErrors([SourceError(str(file), 1, 1, "", f"cannot read: {exc}")]) from None
+
+    def prompt(key: str) -> m.PromptFile:
+        info, data = check_file(base / key)
+        return m.PromptFile(key, hashlib.sha256(data).hexdigest(), info.duration, len(data))
+
+    return _assemble(root, read, prompt, str(base))
+
+
+def bundle_from_sources(root: str, sources: Mapping[str, str], prompts: Mapping[str, m.PromptFile],
+                        folder: str = "") -> m.Bundle:
+    """A bundle from the texts and prompt facts a call's session carries (no files): the same checks.
+
+    A call keeps the flow it started with although a deployment may replace the files meanwhile
+    (calling/flows/snapshot.py). A prompt not among `prompts` is an error, as a missing file would be.
+    """
+    def read(flow_id: str) -> str | None:
+        return sources.get(flow_id)
+
+    def prompt(key: str) -> m.PromptFile:
+        if key not in prompts:
+            raise WavError("not among the prompts the session carries")
+        return prompts[key]
+
+    return _assemble(root, read, prompt, folder)
+
+
+def _assemble(root: str, read: Callable[[str], str | None], prompt: Callable[[str], m.PromptFile],
+              folder: str) -> m.Bundle:
+    """Read the root flow and every sub-flow it reaches (`read` gives a flow's text, None when there is no
+    such file), check them together and look up each prompt (`prompt` raises WavError for a bad one)."""
+    from calling.flows.check import check_flows
+
     errors: list[SourceError] = []
     flows: dict[str, m.Flow] = {}
+    sources: dict[str, str] = {}
     seen = {root}
-    queue: list[tuple[str, Path]] = [(root, path)]
+    queue = [root]
     while queue:
-        flow_id, file = queue.pop(0)
+        flow_id = queue.pop(0)
+        file = posixpath.join(folder, flow_id) if folder else flow_id
         try:
-            flow = load_flow(file, folder=base)
+            text = read(flow_id)
+            if text is None:
+                raise SourceErrors([SourceError(file, 1, 1, "", "cannot read: no such flow file")])
+            flow = parse_flow(text, file, flow_id=flow_id)
         except SourceErrors as exc:
             errors.extend(exc.errors)
             continue
-        flows[flow_id] = flow
+        flows[flow_id], sources[flow_id] = flow, text
         for node in flow.nodes.values():
             if not isinstance(node, m.SubFlow) or node.flow in seen:
                 continue
-            if not (base / node.flow).is_file():
+            if read(node.flow) is None:
                 errors.append(error(flow, ("nodes", node.id, "flow"), f"no such flow file: {node.flow}"))
                 continue
             seen.add(node.flow)
-            queue.append((node.flow, base / node.flow))
+            queue.append(node.flow)
     if root in flows:
         errors.extend(check_flows(flows, root))
-    prompts = _check_prompts(flows, base, errors)
+    prompts = _check_prompts(flows, prompt, errors)
     if errors:
         raise SourceErrors(_ordered(errors))
-    return m.Bundle(root, flows, prompts, str(base))
+    return m.Bundle(root, flows, prompts, folder, sources, version(root, sources, prompts))
 
 
 def error(flow: m.Flow, path: PathKey, message: str) -> SourceError:
@@ -96,7 +141,8 @@ def _ordered(errors: list[SourceError]) -> list[SourceError]:
     return sorted(unique, key=lambda e: (order[e.file], e.line, e.column))
 
 
-def _check_prompts(flows: Mapping[str, m.Flow], base: Path, errors: list[SourceError]) -> dict[str, m.PromptFile]:
+def _check_prompts(flows: Mapping[str, m.Flow], prompt: Callable[[str], m.PromptFile],
+                   errors: list[SourceError]) -> dict[str, m.PromptFile]:
     """Each prompt file once; a bad one is reported at its first reference in each flow that plays it."""
     found: dict[str, m.PromptFile] = {}
     bad: dict[str, str] = {}
@@ -106,8 +152,7 @@ def _check_prompts(flows: Mapping[str, m.Flow], base: Path, errors: list[SourceE
             for where, key in node.prompts():
                 if key not in found and key not in bad:
                     try:
-                        info, data = check_file(base / key)
-                        found[key] = m.PromptFile(key, hashlib.sha256(data).hexdigest(), info.duration, len(data))
+                        found[key] = prompt(key)
                     except WavError as exc:
                         bad[key] = str(exc)
                 if key in bad and key not in reported:

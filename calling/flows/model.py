@@ -537,6 +537,10 @@ class Bundle:
     flows: Mapping[str, Flow]
     prompts: Mapping[str, PromptFile] = field(default_factory=dict)
     folder: str = ""
+    #: Each flow file's text by flow id, as loaded: what a call's session carries (calling/flows/snapshot.py).
+    sources: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
+    #: A digest of the sources and the prompts' hashes: the same for the same flow, wherever it is loaded.
+    version: str = field(default="", compare=False)
 
     @property
     def flow(self) -> Flow:

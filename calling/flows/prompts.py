@@ -54,6 +54,11 @@ def graph_prompt(bundle: m.Bundle, key: str, base_url: str) -> Prompt:
     return _prompt(base_url, bundle.prompts[key])
 
 
+def graph_prompt_of(key: str, sha256: str, base_url: str) -> Prompt:
+    """The Graph prompt for a key whose content hash the command carries (calling.session.Session.action)."""
+    return _prompt(base_url, m.PromptFile(key, sha256, 0.0, 0))
+
+
 def prefetch(bundle: m.Bundle, base_url: str) -> ServiceHostedMedia:
     """Service-hosted media for answering a call that runs this flow, with every prompt prefetched."""
     from calling.graph import ServiceHostedMedia
