@@ -110,6 +110,16 @@ class ToneReceived(CallEvent):
     state: str | None
 
 
+# completionReason values that mean the operation failed, whatever its status. Graph's enums (lower-cased):
+# playPromptCompletionReason and sendDtmfCompletionReason are unknown, completedSuccessfully,
+# mediaOperationCanceled; recordCompletionReason is operationCanceled, stopToneDetected,
+# maxRecordDurationReached, initialSilenceTimeout, maxSilenceTimeout (the normal ends of a recording),
+# playPromptFailed, playBeepFailed, mediaReceiveTimeout, unspecifiedError.
+FAILED_COMPLETION_REASONS = frozenset({
+    "unknown", "mediaoperationcanceled", "operationcanceled", "playpromptfailed", "playbeepfailed",
+    "mediareceivetimeout", "unspecifiederror"})
+
+
 @dataclass(frozen=True)
 class OperationCompleted(CallEvent):
     """A media or participant operation finished (or failed). `client_context` echoes the request's."""
@@ -125,7 +135,18 @@ class OperationCompleted(CallEvent):
 
     @property
     def succeeded(self) -> bool:
-        return self.status == "completed"
+        """Completed, and neither its completionReason nor its resultInfo (code >= 400) says it failed.
+
+        Graph reports some failures as `completed`: call-senddtmftones.md shows `completed` with
+        `mediaOperationCanceled` and with `unknown` as its error cases. A recording that stopped on a stop
+        tone, on silence or at its maximum duration (200/8515) did what was asked.
+        """
+        if (self.status or "").lower() != "completed":
+            return False
+        if (self.completion_reason or "").lower() in FAILED_COMPLETION_REASONS:
+            return False
+        code = self.result_info.code if self.result_info else None
+        return code is None or code < 400
 
 
 @dataclass(frozen=True)

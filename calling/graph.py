@@ -83,7 +83,7 @@ from calling.config import is_loopback_url
 from calling.errors import GraphError
 from calling.events import ParticipantState, ResultInfo
 from calling.identities import MeetingId, MeetingJoin, Party, parse_join_url
-from calling.notifications import parse_participant, parse_result_info
+from calling.notifications import parse_operation_status, parse_participant, parse_result_info
 from calling.retry import RetryBudget
 
 ModalityName = Literal["audio", "video", "videoBasedScreenSharing"]
@@ -191,7 +191,7 @@ class Operation:
         return cls(
             id=_opt(data.get("id")),
             type=kind[: -len("Operation")] if kind.endswith("Operation") else (kind or default_type),
-            status=_opt(data.get("status")),
+            status=parse_operation_status(data.get("status")),
             client_context=_opt(data.get("clientContext")),
             result_info=parse_result_info(data.get("resultInfo")),
             raw=data,

@@ -1,8 +1,10 @@
 """Graph's commsNotifications envelope into an ordered list of typed call events.
 
-Shapes follow docs/graph notes (batches; `resourceUrl` or the legacy `resource`; one entity or a list in
-`resourceData`; changeType and values in any case). Anything the envelope does not promise is
-tolerated; anything it does promise and is missing is a NotificationError with a reason (400).
+Shapes follow docs/graph notes (batches; `resourceUrl` or the legacy `resource`, with or without its
+leading slash; one entity, a list or nothing in `resourceData`; changeType and values in any case).
+Anything the envelope does not promise is tolerated. A notification missing what it does promise is
+left out of the batch with its reason (`Batch.rejected`), so one bad entry does not cost the others;
+only a body with nothing usable in it is a NotificationError (the webhook answers 400).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from calling.events import (
@@ -28,8 +31,10 @@ from calling.events import (
 )
 from calling.identities import parse_identity_set
 
-_CALL_ID = re.compile(r"/(?:communications|app)/calls/([^/?#]+)", re.IGNORECASE)
+# `communications/calls/{id}` at the start of the path or after a `/` (an absolute URL, a path, a relative path).
+_CALL_ID = re.compile(r"(?:^|/)(?:communications|app)/calls/([^/?#]+)", re.IGNORECASE)
 _OPERATION = re.compile(r"/operations/([^/?#]+)", re.IGNORECASE)
+_CONTENT_SHARING = re.compile(r"/contentsharingsessions/([^/?#]+)", re.IGNORECASE)
 # Keys only the old (BotBuilder / Skype) calling format has at its top level.
 _LEGACY_KEYS = frozenset({"callState", "conversationResult", "appState", "presentedModalityTypes", "links"})
 # Graph's spellings; a value that matches one case-insensitively ("Terminated") is normalised to it,
@@ -38,17 +43,34 @@ _STATES = {s.lower(): s for s in (
     "incoming", "establishing", "ringing", "established", "hold", "transferring", "transferAccepted",
     "redirecting", "terminating", "terminated", "unknownFutureValue")}
 _STATUSES = {s.lower(): s for s in ("notStarted", "running", "completed", "failed")}
+_REASONS_SHOWN = 5  # a 400's reason names this many bad notifications, then counts the rest
 
 
 class NotificationError(ValueError):
-    """The body is not a commsNotifications envelope; the message says why (the webhook answers 400)."""
+    """The body, or one notification in it, is not what Graph's envelope promises; the message says why."""
 
 
 class LegacyNotificationError(NotificationError):
     """The body is in the old calling format. Answering 204 makes the platform resend it in Graph format."""
 
 
-def parse_body(body: bytes) -> list[CallEvent]:
+@dataclass(frozen=True)
+class Rejected:
+    """A notification of the batch that could not be read: its index in `value`, and why."""
+
+    index: int
+    reason: str
+
+
+@dataclass(frozen=True)
+class Batch:
+    """A parsed body: the events of every readable notification, in batch order, and the ones left out."""
+
+    events: list[CallEvent]
+    rejected: list[Rejected] = field(default_factory=list)
+
+
+def parse_body(body: bytes) -> Batch:
     """Parse a webhook POST body. Events come out in the order Graph put them in the batch."""
     try:
         payload = json.loads(body)
@@ -59,7 +81,11 @@ def parse_body(body: bytes) -> list[CallEvent]:
     return parse_envelope(payload)
 
 
-def parse_envelope(payload: Any) -> list[CallEvent]:
+def parse_envelope(payload: Any) -> Batch:
+    """Each notification on its own: a bad one is rejected with its reason, the others still count.
+
+    Raises NotificationError when the body is no envelope or every notification in it is bad.
+    """
     if not isinstance(payload, Mapping):
         raise NotificationError("body must be a JSON object (a commsNotifications envelope)")
     if "value" not in payload:
@@ -70,9 +96,23 @@ def parse_envelope(payload: Any) -> list[CallEvent]:
     if not isinstance(items, list):
         raise NotificationError("'value' must be a list of notifications")
     events: list[CallEvent] = []
+    rejected: list[Rejected] = []
     for index, item in enumerate(items):
-        events.extend(parse_notification(item, where=f"value[{index}]"))
-    return events
+        try:
+            events.extend(parse_notification(item, where=f"value[{index}]"))
+        except NotificationError as exc:
+            rejected.append(Rejected(index, str(exc)))
+    if rejected and len(rejected) == len(items):
+        raise NotificationError(_nothing_usable(rejected))
+    return Batch(events, rejected)
+
+
+def _nothing_usable(rejected: list[Rejected]) -> str:
+    if len(rejected) == 1:
+        return rejected[0].reason
+    shown = "; ".join(r.reason for r in rejected[:_REASONS_SHOWN])
+    more = len(rejected) - _REASONS_SHOWN
+    return f"no notification in the batch can be read: {shown}" + (f" (and {more} more)" if more > 0 else "")
 
 
 def parse_notification(item: Any, *, where: str = "notification") -> list[CallEvent]:
@@ -117,7 +157,11 @@ def parse_notification(item: Any, *, where: str = "notification") -> list[CallEv
     if kind == "participant":
         return [ParticipantsUpdated(**base, participants=(parse_participant(entity),))]
     if kind == "contentsharingsession" or "/contentsharingsessions" in lowered:
-        return [ContentSharingUpdated(**base, session_ids=(str(entity.get("id", "")),))]
+        # Graph's documented content-sharing notifications have no resourceData: the id is in the URL.
+        session = entity.get("id")
+        if session in (None, "") and (match := _CONTENT_SHARING.search(url)):
+            session = match.group(1)
+        return [ContentSharingUpdated(**base, session_ids=() if session in (None, "") else (str(session),))]
     return [UnknownEvent(**base, resource_type=_odata_type(entity))]
 
 
@@ -188,7 +232,7 @@ def _operation(base: dict[str, Any], op: Mapping[str, Any], url: str) -> Operati
         **base,
         operation_id=_str(op.get("id")) or (match.group(1) if match else None),
         operation_type=name[: -len("Operation")] if name.endswith("Operation") else name,
-        status=_canonical(op.get("status"), _STATUSES),
+        status=parse_operation_status(op.get("status")),
         client_context=_str(op.get("clientContext")),
         result_info=_result_info(op.get("resultInfo")),
         completion_reason=_str(op.get("completionReason")),
@@ -209,6 +253,12 @@ def parse_participant(p: Mapping[str, Any]) -> ParticipantState:
         recording_status=_str(recording.get("recordingStatus")),
         raw=p,
     )
+
+
+def parse_operation_status(value: Any) -> str | None:
+    """An operationStatus as Graph's docs spell it (`Running` -> `running`), from a notification or an action's
+    response alike, so callers compare against one spelling. A value Graph has not documented is kept."""
+    return _canonical(value, _STATUSES)
 
 
 def parse_result_info(value: Any) -> ResultInfo | None:

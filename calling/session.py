@@ -214,7 +214,7 @@ def translate(notifications: Iterable[Mapping[str, Any]], state: State, at: date
 def _operation(ev: OperationCompleted, at: datetime) -> list[e.Event]:
     ref = ev.client_context or ""
     kind = ev.operation_type.lower()
-    ok = (ev.status or "").lower() == "completed"
+    ok = ev.succeeded  # completed, with no failing completionReason or resultInfo (see OperationCompleted)
     code = ev.result_info.code if ev.result_info else None
     subcode = ev.result_info.subcode if ev.result_info else None
     if not ref:

@@ -26,6 +26,7 @@ from calling.events import CallEvent, CallStateChanged, IncomingCall, Participan
 from calling.flows import commands as c
 from calling.flows.events import party_fact
 from calling.flows.prompts import prefetch
+from calling.flows.snapshot import snapshot
 from calling.handoff import HandoffMessage, HandoffTransport, deadline_for
 from calling.identities import Party
 from calling.notifications import LegacyNotificationError, NotificationError, parse_body
@@ -145,7 +146,7 @@ class Webhook:
                 log.warning("malformed notification ignored, the rest of the batch goes on: %s", bad.reason)
             response = await self._dispatch(batch.events, caller, sink, received, received_at, session)
             if batch.rejected and response.status == 202 and response.body is not None:
-                # Still a 2xx: Graph would resend the good notifications with the bad one, and the bad one again.
+                # Still a 2xx: the good notifications were acted on; an error status would disown the whole batch.
                 rejected = [{"index": r.index, "reason": r.reason} for r in batch.rejected]
                 return WebhookResponse(202, {**response.body, "rejected": rejected}, response.headers)
             return response
@@ -205,7 +206,7 @@ class Webhook:
         deadline = received + window - SAFETY_MARGIN_SECONDS
         control = self._calls.for_tenant(caller.tenant_id)
         try:
-            handed_off = await self._act(call, decision, control, caller, deadline, received, received_at, sink)
+            done = await self._act(call, decision, control, caller, deadline, received, received_at, sink)
         except GraphError as exc:
             log.error("acting on the incoming call failed: %s", exc)
             telemetry.emit("call.action_failed", action=exc.action, rule=decision.rule, status=exc.status,
@@ -218,25 +219,27 @@ class Webhook:
                            code="unexpected")
             return
         latency_ms = round((self._clock() - received) * 1000, 1)
-        if isinstance(decision, Answer):
-            telemetry.emit("call.answered", flow=decision.flow, rule=decision.rule, latency_ms=latency_ms)
-        elif isinstance(decision, Reject):
-            telemetry.emit("call.rejected", reason=decision.reason, rule=decision.rule, latency_ms=latency_ms)
-        elif isinstance(decision, Redirect):
-            telemetry.emit("call.redirected", targets=len(decision.targets), timeout=decision.timeout,
-                           rule=decision.rule, latency_ms=latency_ms)
-        elif isinstance(decision, HandOff) and handed_off:
-            telemetry.emit("call.handed_off", reason=decision.reason, rule=decision.rule, latency_ms=latency_ms)
+        if isinstance(done, Answer):
+            telemetry.emit("call.answered", flow=done.flow, rule=done.rule, latency_ms=latency_ms)
+        elif isinstance(done, Reject):
+            telemetry.emit("call.rejected", reason=done.reason, rule=done.rule, latency_ms=latency_ms)
+        elif isinstance(done, Redirect):
+            telemetry.emit("call.redirected", targets=len(done.targets), timeout=done.timeout,
+                           rule=done.rule, latency_ms=latency_ms)
+        elif isinstance(done, HandOff):
+            telemetry.emit("call.handed_off", reason=done.reason, rule=done.rule, latency_ms=latency_ms)
 
     async def _act(self, call: IncomingCall, decision: Decision, control: CallControl, caller: Caller,
-                   deadline: float, received: float, received_at: datetime, sink: CallEventSink | None) -> bool:
-        """Perform the decision; True when the call was handed off to media."""
+                   deadline: float, received: float, received_at: datetime,
+                   sink: CallEventSink | None) -> Decision | None:
+        """Perform the decision; what was actually done (a flow may reject or redirect instead of answering),
+        or None when that is already reported (a hand-off with no transport)."""
         if isinstance(decision, Answer):
             if self._flows is None or sink is None:
                 from calling.graph import ServiceHostedMedia
 
                 await control.answer(call.call_id, media=ServiceHostedMedia(), deadline=deadline)
-                return False
+                return decision
             return await self._answer(call, decision, control, caller, deadline, received, received_at, sink,
                                       self._flows)
         if isinstance(decision, Reject):
@@ -245,11 +248,11 @@ class Webhook:
             await control.redirect(call.call_id, decision.targets, timeout=decision.timeout, deadline=deadline)
         elif isinstance(decision, HandOff):
             return await self._hand_off(call, decision, control, caller, deadline, received, received_at)
-        return False
+        return decision
 
     async def _answer(self, call: IncomingCall, decision: Answer, control: CallControl, caller: Caller,
                       deadline: float, received: float, received_at: datetime, sink: CallEventSink,
-                      flows: FlowLibrary) -> bool:
+                      flows: FlowLibrary) -> Decision | None:
         """Run the flow's first step before answering: it may redirect, reject or hand off instead.
 
         The session starts before the answer, so the call's first notifications find it running.
@@ -260,33 +263,34 @@ class Webhook:
             log.error("flow %r cannot run, rejecting the call busy: %s", decision.flow, exc)
             telemetry.emit("call.flow_unavailable", flow=decision.flow, rule=decision.rule, error=str(exc)[:500])
             await control.reject(call.call_id, reason="busy", deadline=deadline)
-            return False
+            return Reject("busy", decision.rule)
         target = call.targets[0] if call.targets else None
         opening = open_call(bundle, caller=party_fact(call.source.kind, call.source.id),
                             called=party_fact(target.kind, target.id) if target else "", at=received_at)
         leaving = opening.leaving
         if isinstance(leaving, c.Redirect):
-            await control.redirect(call.call_id, [parse_target(t) for t in leaving.targets], timeout=leaving.timeout,
-                                   deadline=deadline)
-            return False
+            targets = tuple(parse_target(t) for t in leaving.targets)
+            await control.redirect(call.call_id, list(targets), timeout=leaving.timeout, deadline=deadline)
+            return Redirect(targets, leaving.timeout, decision.rule)
         if isinstance(leaving, c.HangUp):
             await control.reject(call.call_id, reason="none", deadline=deadline)
-            return False
+            return Reject("none", decision.rule)
         if isinstance(leaving, c.HandOff):
             return await self._hand_off(call, HandOff(reason=leaving.reason, rule=decision.rule), control, caller,
                                         deadline, received, received_at)
-        session = Session(call.call_id, caller.tenant_id, decision.flow, opening.state, list(opening.commands))
+        session = Session(call.call_id, caller.tenant_id, decision.flow, opening.state, list(opening.commands),
+                          snapshot=snapshot(bundle))
         try:
             await sink.start(call.call_id, session.to_json())
         except Exception:
             log.exception("starting the call's session failed: rejecting it busy rather than answering to silence")
             await control.reject(call.call_id, reason="busy", deadline=deadline)
-            return False
+            return Reject("busy", decision.rule)
         await control.answer(call.call_id, media=prefetch(bundle, await flows.prompts_url()), deadline=deadline)
-        return False
+        return decision
 
     async def _hand_off(self, call: IncomingCall, decision: HandOff, control: CallControl, caller: Caller,
-                        deadline: float, received: float, received_at: datetime) -> bool:
+                        deadline: float, received: float, received_at: datetime) -> HandOff | None:
         if self._handoff is None:
             log.error("the policy hands this call to app-hosted media, but MEDIA_HANDOFF_TRANSPORT is none: "
                       "rejecting it")
@@ -294,7 +298,7 @@ class Webhook:
             await control.reject(call.call_id, reason="busy", deadline=deadline)
             telemetry.emit("call.rejected", reason="busy", rule=decision.rule,
                            latency_ms=round((self._clock() - received) * 1000, 1))
-            return False
+            return None
         ids = telemetry.current_correlation()
         message = HandoffMessage(
             call_id=call.call_id,
@@ -307,7 +311,7 @@ class Webhook:
             chain_id=ids.get("chain_id"),
         )
         await self._handoff.send(message)
-        return True
+        return decision
 
     def _joining_response(self, event: ParticipantJoining) -> dict[str, Any]:
         """A recording-group join reaching this app: re-send it as a new incoming call, which routes to media."""

@@ -72,7 +72,7 @@ class Webhook:
                 if call_id is None or f"/calls/{call_id}" in n["resourceUrl"]]
 
     def events(self, call_id: str | None = None) -> list[CallEvent]:
-        return [e for body in self.received for e in parse_body(json.dumps(body).encode())
+        return [e for body in self.received for e in parse_body(json.dumps(body).encode()).events
                 if call_id is None or e.call_id == call_id]
 
     def completed(self, call_id: str | None = None) -> list[OperationCompleted]:

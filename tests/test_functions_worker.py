@@ -11,6 +11,7 @@ from there with nothing else on the path, as on the Python 3.11 Flex Consumption
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import os
@@ -28,6 +29,9 @@ from calling.sink import NOTIFICATION_EVENT
 from devhost.durable import history, replay
 from devhost.durable.management import client_binding
 from tests.functions_worker import layout
+from tests.stubs import APP_ID as STUB_APP_ID
+from tests.stubs import TENANT_ID as STUB_TENANT_ID
+from tests.stubs import LoopbackServer, Signer, envelope, incoming_call
 
 HOST = Path(layout.HERE) / "host.py"
 APP_ID = "11111111-1111-1111-1111-111111111111"
@@ -81,7 +85,8 @@ def app(tmp_path: Path, packages_313: Path) -> Path:
     return layout.deployment(tmp_path / "wwwroot", packages_313)
 
 
-def _host(worker: Path, app: Path, out: Path, invocations: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+def _host(worker: Path, app: Path, out: Path, invocations: list[dict[str, Any]] | None = None,
+          settings: dict[str, str] | None = None) -> dict[str, Any]:
     """Run the host stand-in against the deployed app; its decoded response messages."""
     args = [str(worker), str(HOST), str(app), str(out)]
     if invocations is not None:
@@ -89,7 +94,8 @@ def _host(worker: Path, app: Path, out: Path, invocations: list[dict[str, Any]] 
         spec.write_text(json.dumps(invocations))
         args.append(str(spec))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("BOT_", "PYTHON", "VIRTUAL_ENV"))}
-    done = subprocess.run(args, capture_output=True, text=True, timeout=180, env={**env, **SETTINGS}, check=False)
+    done = subprocess.run(args, capture_output=True, text=True, timeout=180, env={**env, **(settings or SETTINGS)},
+                          check=False)
     assert done.returncode == 0, done.stderr[-4000:]
     result: dict[str, Any] = json.loads(out.read_text())
     return result
@@ -208,3 +214,45 @@ def test_requirements_install_into_a_clean_311_target_and_the_app_imports(python
     count, location = done.stdout.split()
     assert int(count) == len(EXPECTED)
     assert Path(location).resolve().is_relative_to(packages.resolve())
+
+
+async def test_the_worker_answers_a_signed_call_and_runs_call_action_against_graph(
+        worker: Path, app: Path, tmp_path: Path, server: LoopbackServer, signer: Signer) -> None:
+    """The whole webhook path and the activity the worker once refused, with Graph and Durable on a stub."""
+    settings = {"BOT_APP_ID": STUB_APP_ID, "BOT_TENANT_ID": STUB_TENANT_ID, "BOT_PUBLIC_URL": "https://bot.example.com",
+                "CALLING_OPENID_CONFIG_URL": server.openid_url, "GRAPH_BASE_URL": server.graph_url}
+    binding = json.dumps({"taskHubName": "hub", "creationUrls": {}, "managementUrls": {},
+                          "rpcBaseUrl": f"{server.url}/durabletask/", "baseUrl": f"{server.url}/runtime"})
+    bundle = load_bundle(app / "flows" / "main-menu.yaml", folder=app / "flows")
+    welcome = bundle.prompts["prompts/welcome.wav"]
+    play = {"call_id": "call-w", "tenant_id": STUB_TENANT_ID, "flow": "main-menu",
+            "command": {"type": "Play", "ref": "play-3", "prompts": [welcome.key]},
+            "prompts": {welcome.key: welcome.sha256}}
+    invocations = [
+        {"function": "calls", "http": {"url": "https://bot.example.com/api/calls",
+                                       "body": envelope(incoming_call("call-w")).decode(),
+                                       "headers": {"content-type": "application/json",
+                                                   "authorization": f"Bearer {signer.token()}"}},
+         "inputs": {"client": {"string": binding}}},
+        {"function": "call_action", "inputs": {"request": {"json": json.dumps(play)}}},
+    ]
+
+    result = await asyncio.to_thread(_host, worker, app, tmp_path / "out.json", invocations, settings)
+
+    webhook, action = (r["invocation_response"] for r in result["invocations"])
+    assert webhook["result"].get("status") == "Success", webhook
+    assert webhook["return_value"]["http"]["status_code"] == "202", _body(webhook)
+    started = [r.path for r in server.durable_requests()]
+    assert started == ["/durabletask/orchestrators/call_session/call-w"]
+    [answer, played] = server.graph_requests()
+    assert answer.path == "/v1.0/communications/calls/call-w/answer"
+    assert answer.json["callbackUri"] == "https://bot.example.com/api/calls"
+    assert len(answer.json["mediaConfig"]["preFetchMedia"]) == len(bundle.prompts)
+
+    assert action["result"].get("status") == "Success", action
+    assert json.loads(action["return_value"]["json"])["ok"] is True
+    assert played.path == "/v1.0/communications/calls/call-w/playPrompt"
+    [prompt] = played.json["prompts"]
+    assert prompt["mediaInfo"]["uri"] == ("https://bot.example.com/api/prompts/prompts/welcome.wav"
+                                          f"?v={welcome.sha256[:16]}")
+    assert played.json["clientContext"] == "play-3"

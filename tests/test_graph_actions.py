@@ -12,6 +12,8 @@ from calling import identities as ids
 from calling.graph import AppHostedMedia, CallControl, Prompt, ServiceHostedMedia, prompt_resource_id
 from calling.identities import MeetingId
 from simulator.openapi import validate_request
+from tests import graph_examples
+from tests.graph_examples import example
 from tests.stubs import APP_ID, TENANT_ID, LoopbackServer
 
 CB = "https://bot.example.com/api/calls"
@@ -166,6 +168,32 @@ async def test_operation_and_call_results_are_typed(server: LoopbackServer, cont
     call = await control.call_teams_user(user)
     assert call.id.startswith("call-")
     assert call.state == "establishing"
+
+
+@pytest.mark.parametrize(("name", "suffix", "action"), [
+    ("PLAY_PROMPT_RESPONSE", "/calls/c1/playPrompt", lambda c: c.play_prompt("c1", [Prompt(WAV)])),
+    ("RECORD_RESPONSE", "/calls/c1/recordResponse", lambda c: c.record_response("c1")),
+])
+async def test_operation_status_in_a_response_is_graphs_spelling(server: LoopbackServer, control: CallControl,
+                                                                 name: str, suffix: str, action: Action) -> None:
+    """The documented response, with the status spelt as the v1.0 schema's operationStatus enum spells it
+    (`Running`): read the same way notifications are, so callers compare against one spelling."""
+    from aiohttp import web
+
+    body = {**example(getattr(graph_examples, name)), "status": "Running"}
+    server.script("POST", suffix, lambda r: web.json_response(body))
+    op = await action(control)
+    assert (op.id, op.status, op.client_context) == \
+        ("0fe0623f-d628-42ed-b4bd-8ac290072cc5", "running", "d45324c1-fcb5-430a-902c-f20af696537c")
+
+
+async def test_an_unknown_operation_status_in_a_response_is_kept(server: LoopbackServer,
+                                                                 control: CallControl) -> None:
+    from aiohttp import web
+
+    body = {**example(graph_examples.PLAY_PROMPT_RESPONSE), "status": "paused"}
+    server.script("POST", "/calls/c1/playPrompt", lambda r: web.json_response(body))
+    assert (await control.play_prompt("c1", [Prompt(WAV)])).status == "paused"
 
 
 async def test_unknown_call_state_is_kept(server: LoopbackServer, control: CallControl) -> None:

@@ -28,11 +28,14 @@ from calling.events import (
 from calling.notifications import (
     LegacyNotificationError,
     NotificationError,
+    Rejected,
     parse_body,
     parse_envelope,
     parse_notification,
     parse_result_info,
 )
+from tests import graph_examples
+from tests.graph_examples import example
 
 # --------------------------------------------------------------------------------------------------
 # Builders
@@ -134,7 +137,7 @@ def incoming_call(identity: dict[str, Any], *, targets: list[dict[str, Any]] | N
 
 
 def parse_one(item: dict[str, Any]) -> CallEvent:
-    events = parse_body(to_body(envelope(item)))
+    events = parse_body(to_body(envelope(item))).events
     assert len(events) == 1, events
     return events[0]
 
@@ -395,7 +398,7 @@ def test_transfer_sequence() -> None:
         notification("deleted", call(state="terminated",
                                      resultInfo={"code": 0, "subcode": 7015, "message": "GracefulTransferCompleted"})),
     ]
-    events = parse_body(to_body(envelope(*items)))
+    events = parse_body(to_body(envelope(*items))).events
     assert [type(e) for e in events] == [CallStateChanged] * 3
     states = [e.state for e in events if isinstance(e, CallStateChanged)]
     assert states == ["transferring", "transferAccepted", "terminated"]
@@ -510,14 +513,14 @@ def test_tone_sequence_id_string_becomes_int() -> None:
 
 
 def test_tone_on_established_call_is_only_a_tone() -> None:
-    events = parse_body(to_body(envelope(tone_notification("tone3", sequence_id=3))))
+    events = parse_body(to_body(envelope(tone_notification("tone3", sequence_id=3)))).events
     assert len(events) == 1
     assert isinstance(events[0], ToneReceived)
     assert events[0].key == "3"
 
 
 def test_tone_on_terminating_call_gives_tone_then_state() -> None:
-    events = parse_body(to_body(envelope(tone_notification("pound", state="terminating", sequence_id=9))))
+    events = parse_body(to_body(envelope(tone_notification("pound", state="terminating", sequence_id=9)))).events
     assert [type(e) for e in events] == [ToneReceived, CallStateChanged]
     tone, state = events
     assert isinstance(tone, ToneReceived)
@@ -531,7 +534,7 @@ def test_tone_on_terminating_call_gives_tone_then_state() -> None:
 
 def test_tone_without_state_is_only_a_tone() -> None:
     data = call(toneInfo={"sequenceId": 2, "tone": "star"})
-    events = parse_body(to_body(envelope(notification("updated", data))))
+    events = parse_body(to_body(envelope(notification("updated", data)))).events
     assert len(events) == 1
     assert isinstance(events[0], ToneReceived)
     assert events[0].state is None
@@ -783,7 +786,7 @@ def test_batch_keeps_order_across_calls() -> None:
         tone_notification("tone4", sequence_id=4),
         notification("deleted", call(state="terminated"), url=other_url),
     ]
-    events = parse_body(to_body(envelope(*items)))
+    events = parse_body(to_body(envelope(*items))).events
 
     assert [type(e) for e in events] == [CallStateChanged, CallStateChanged, OperationCompleted,
                                          ParticipantsUpdated, ToneReceived, CallStateChanged]
@@ -794,7 +797,7 @@ def test_batch_keeps_order_across_calls() -> None:
 def test_each_event_raw_is_its_notification() -> None:
     items = [tone_notification("star", state="terminating"), notification("updated", call(state="hold"))]
     payload = envelope(*items)
-    events = parse_envelope(payload)
+    events = parse_envelope(payload).events
     assert len(events) == 3
     assert events[0].raw is items[0]
     assert events[1].raw is items[0]
@@ -802,7 +805,7 @@ def test_each_event_raw_is_its_notification() -> None:
 
 
 def test_empty_batch() -> None:
-    assert parse_body(to_body(envelope())) == []
+    assert parse_body(to_body(envelope())).events == []
 
 
 def test_legacy_resource_without_resource_url() -> None:
@@ -855,7 +858,7 @@ def test_parse_notification_directly() -> None:
 def test_utf8_bom_and_non_ascii_display_name() -> None:
     data = incoming_call(user_identity(name="Zoë Müller"))
     body = b"\xef\xbb\xbf" + json.dumps(envelope(notification("created", data)), ensure_ascii=False).encode()
-    (event,) = parse_body(body)
+    (event,) = parse_body(body).events
     assert isinstance(event, IncomingCall)
     assert event.source.display_name == "Zoë Müller"
 
@@ -899,9 +902,9 @@ def test_error_value_not_a_list() -> None:
 
 
 def test_error_entry_not_an_object() -> None:
-    payload = {"value": [notification("updated", call(state="established")), "updated"]}
+    payload = {"value": ["updated"]}
     message = error_for(to_body(payload))
-    assert "value[1] must be an object" in message
+    assert "value[0] must be an object" in message
 
 
 @pytest.mark.parametrize("change", [None, "", 3])
@@ -940,11 +943,26 @@ def test_error_resource_url_names_no_call() -> None:
     assert "/communications/onlineMeetings/abc" in message
 
 
-def test_error_in_later_entry_names_its_index() -> None:
-    good = notification("updated", call(state="established"))
+def test_a_bad_notification_is_rejected_and_the_others_still_parse() -> None:
+    """Graph's documented established notification twice, with an entry between them that lacks its URL."""
+    good = example(graph_examples.ANSWER_ESTABLISHED)["value"][0]
+    bad = {**good}
+    del bad["resourceUrl"]
+    batch = parse_body(to_body(envelope(good, bad, "updated", good)))
+    assert [(type(e), e.raw) for e in batch.events] == [(CallStateChanged, good), (CallStateChanged, good)]
+    assert batch.rejected == [Rejected(1, "value[1] has neither resourceUrl nor resource"),
+                              Rejected(2, "value[2] must be an object")]
+
+
+def test_a_batch_with_nothing_usable_names_every_problem() -> None:
     bad = notification("updated", call(state="established"), url=None)
-    message = error_for(to_body(envelope(good, good, bad)))
-    assert "value[2]" in message
+    message = error_for(to_body(envelope(bad, "updated")))
+    assert message == ("no notification in the batch can be read: value[0] has neither resourceUrl nor resource; "
+                       "value[1] must be an object")
+    many = error_for(to_body(envelope(*[bad] * 8)))
+    assert "value[4] has neither" in many
+    assert "value[5]" not in many
+    assert many.endswith("(and 3 more)")
 
 
 @pytest.mark.parametrize(
@@ -969,7 +987,7 @@ def test_legacy_error_is_a_notification_error() -> None:
 def test_body_with_value_and_legacy_key_is_not_legacy() -> None:
     payload = envelope(notification("updated", call(state="established")))
     payload["links"] = {}
-    (event,) = parse_body(to_body(payload))
+    (event,) = parse_body(to_body(payload)).events
     assert isinstance(event, CallStateChanged)
 
 
@@ -1036,7 +1054,7 @@ notifications = well_formed_notifications | loose_notifications
 
 def assert_parses_or_rejects(body: bytes) -> None:
     try:
-        events = parse_body(body)
+        events = parse_body(body).events
     except NotificationError:
         return
     assert isinstance(events, list)
@@ -1061,12 +1079,17 @@ def test_property_envelope_of_arbitrary_notifications(items: list[Any]) -> None:
     payload = {"value": items}
     assert_parses_or_rejects(json.dumps(payload).encode())
     try:
-        events = parse_envelope(payload)
+        batch = parse_envelope(payload)
     except NotificationError:
         return
-    # Every event comes from one of the notifications, in batch order.
-    positions = [next(i for i, item in enumerate(items) if item is e.raw) for e in events]
+    # Every event comes from one of the notifications, in batch order; every notification either gave
+    # events or was rejected, and something was usable.
+    positions = [next(i for i, item in enumerate(items) if item is e.raw) for e in batch.events]
     assert positions == sorted(positions)
+    rejected = {r.index for r in batch.rejected}
+    for i, item in enumerate(items):
+        assert any(e.raw is item for e in batch.events) is (i not in rejected)
+    assert len(rejected) < len(items) or not items
 
 
 # json.loads raises more than JSONDecodeError / UnicodeDecodeError: an integer past Python's digit limit is
@@ -1085,3 +1108,121 @@ def test_deeply_nested_json_is_a_notification_error() -> None:
     body = b'{"value": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
     with pytest.raises(NotificationError, match="nested too deeply"):
         parse_body(body)
+
+
+# --------------------------------------------------------------------------------------------------
+# Graph's published examples (tests/graph_examples.py names the doc page of each)
+
+
+def doc_events(text: str) -> list[CallEvent]:
+    return parse_body(text.encode()).events
+
+
+def without_leading_slash(text: str) -> str:
+    payload = example(text)
+    for item in payload["value"]:
+        item["resourceUrl"] = item["resourceUrl"].lstrip("/")
+    return json.dumps(payload)
+
+
+@pytest.mark.parametrize(("name", "change"), [("CONTENT_SHARING_STARTED", "created"),
+                                              ("CONTENT_SHARING_ENDED", "deleted")])
+def test_content_sharing_session_id_from_the_resource_url(name: str, change: str) -> None:
+    """The documented content-sharing notifications carry no resourceData: the session id is in the URL."""
+    (event,) = doc_events(getattr(graph_examples, name))
+    assert isinstance(event, ContentSharingUpdated)
+    assert event.call_id == "421f4c00-4436-4c3a-9d9a-c4924cf98e67"
+    assert event.session_ids == ("2765eb15-01f8-47c6-b12b-c32111a4a86f",)
+    assert event.change_type == change
+
+
+def test_content_sharing_without_any_session_id_names_none() -> None:
+    (event,) = doc_events(json.dumps(envelope(notification("created", url=f"{CALL_URL}/contentSharingSessions"))))
+    assert isinstance(event, ContentSharingUpdated)
+    assert event.session_ids == ()
+
+
+def test_resource_url_without_its_leading_slash_still_names_the_call() -> None:
+    (state,) = doc_events(without_leading_slash(graph_examples.ANSWER_ESTABLISHED))
+    assert isinstance(state, CallStateChanged)
+    assert (state.call_id, state.state) == ("57DAB8B1894C409AB240BD8BEAE78896", "established")
+
+    (operation,) = doc_events(without_leading_slash(graph_examples.PLAY_PROMPT_COMPLETED))
+    assert isinstance(operation, OperationCompleted)
+    assert operation.call_id == "57DAB8B1894C409AB240BD8BEAE78896"
+    assert operation.operation_id == "0FE0623FD62842EDB4BD8AC290072CC5"  # the example's entity has no id
+    assert operation.succeeded
+
+    (sharing,) = doc_events(without_leading_slash(graph_examples.CONTENT_SHARING_STARTED))
+    assert isinstance(sharing, ContentSharingUpdated)
+    assert sharing.call_id == "421f4c00-4436-4c3a-9d9a-c4924cf98e67"
+    assert sharing.session_ids == ("2765eb15-01f8-47c6-b12b-c32111a4a86f",)
+
+    (legacy,) = doc_events(json.dumps(envelope(notification("updated", call(state="hold"), url=None,
+                                                            resource=f"app/calls/{CALL_ID}"))))
+    assert legacy.call_id == CALL_ID
+
+
+def test_a_path_that_merely_ends_in_communications_is_not_a_call() -> None:
+    item = notification("updated", {"@odata.type": "#microsoft.graph.participant", "id": "p"},
+                        url=f"/telecommunications/calls/{CALL_ID}")
+    assert "cannot tell the call id" in error_for(to_body(envelope(item)))
+
+
+@pytest.mark.parametrize(("name", "succeeded"), [
+    ("PLAY_PROMPT_COMPLETED", True),
+    ("RECORD_COMPLETED", True),  # 200/8515: max record duration reached is a full recording
+    ("RECORD_CANCELED", False),
+    ("DTMF_SUCCESS", True),
+    ("DTMF_ERROR_1", False),  # completed, completionReason mediaOperationCanceled
+    ("DTMF_ERROR_2", False),  # completed, completionReason unknown
+])
+def test_documented_operation_outcomes(name: str, succeeded: bool) -> None:
+    (event,) = doc_events(getattr(graph_examples, name))
+    assert isinstance(event, OperationCompleted)
+    assert event.succeeded is succeeded
+
+
+def _completed_play_prompt(**changes: Any) -> str:
+    payload = example(graph_examples.PLAY_PROMPT_COMPLETED)
+    payload["value"][0]["resourceData"].update(changes)
+    return json.dumps(payload)
+
+
+@pytest.mark.parametrize(("changes", "succeeded"), [
+    # playPromptCompletionReason (beta; v1.0 models it through the open commsOperation): unknown,
+    # completedSuccessfully, mediaOperationCanceled.
+    ({"completionReason": "completedSuccessfully"}, True),
+    ({"completionReason": "mediaOperationCanceled"}, False),
+    ({"completionReason": "unknown"}, False),
+    ({"resultInfo": {"@odata.type": "#microsoft.graph.resultInfo", "code": 500, "subcode": 1005,
+                     "message": "Server Internal Error."}}, False),
+    ({"resultInfo": {"code": "404", "subcode": "0"}}, False),
+    ({"resultInfo": None}, True),
+])
+def test_a_completed_status_with_a_failing_reason_or_result_is_not_a_success(changes: dict[str, Any],
+                                                                             succeeded: bool) -> None:
+    (event,) = doc_events(_completed_play_prompt(**changes))
+    assert isinstance(event, OperationCompleted)
+    assert event.status == "completed"
+    assert event.succeeded is succeeded
+
+
+@pytest.mark.parametrize("reason", ["stopToneDetected", "maxRecordDurationReached", "maxSilenceTimeout",
+                                    "initialSilenceTimeout"])
+def test_a_recording_that_ended_normally_succeeded(reason: str) -> None:
+    payload = example(graph_examples.RECORD_COMPLETED)
+    payload["value"][0]["resourceData"]["completionReason"] = reason
+    (event,) = doc_events(json.dumps(payload))
+    assert isinstance(event, OperationCompleted)
+    assert event.succeeded
+
+
+@pytest.mark.parametrize("reason", ["operationCanceled", "playPromptFailed", "playBeepFailed", "mediaReceiveTimeout",
+                                    "unspecifiedError"])
+def test_a_recording_that_ended_on_an_error_failed(reason: str) -> None:
+    payload = example(graph_examples.RECORD_COMPLETED)
+    payload["value"][0]["resourceData"]["completionReason"] = reason
+    (event,) = doc_events(json.dumps(payload))
+    assert isinstance(event, OperationCompleted)
+    assert not event.succeeded

@@ -14,6 +14,8 @@ from calling.graph import ServiceHostedMedia
 from calling.identities import application_instance, phone, teams_user
 from simulator.core import Meeting
 from simulator.faults import GraphFault, NotificationFault
+from tests import graph_examples
+from tests.graph_examples import example
 from tests.simworld import APP, INSTANCE, NUMBER, TENANT, World, open_world
 
 
@@ -154,6 +156,25 @@ async def test_unknown_action_parameter_is_refused_like_graph(world: World) -> N
     error = response.json()["error"]
     assert error["code"] == "BadRequest" and "callbackURI" in error["message"]
     assert set(error["innerError"]) >= {"date", "request-id", "client-request-id"}
+
+
+async def test_an_unknown_property_inside_a_body_is_refused_like_graph(world: World) -> None:
+    """The playPrompt example from Graph's docs with mediaInfo's `uri` misspelt: the same 400 shape as an
+    unknown action parameter, and nothing is played."""
+    call = await _answered(world)
+    body = example(graph_examples.PLAY_PROMPT_REQUEST)
+    body["prompts"][0]["mediaInfo"]["urii"] = body["prompts"][0]["mediaInfo"].pop("uri")
+    import httpx
+
+    async with httpx.AsyncClient() as http:
+        response = await http.post(f"{world.sim.url}/v1.0/communications/calls/{call.id}/playPrompt", json=body,
+                                   headers={"Authorization": "Bearer local"})
+    assert response.status_code == 400
+    error = response.json()["error"]
+    assert error["code"] == "BadRequest"
+    assert "unknown property 'urii' of microsoft.graph.mediaInfo" in error["message"]
+    assert set(error["innerError"]) >= {"date", "request-id", "client-request-id"}
+    assert call.current_media is None and call.heard == []
 
 
 async def test_outbound_pstn_needs_an_application_instance(world: World) -> None:

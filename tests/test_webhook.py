@@ -18,6 +18,8 @@ import function_app
 from calling.handoff import InProcessTransport
 from functions import runtime
 from simulator.openapi import validate_request
+from tests import graph_examples
+from tests.graph_examples import example
 from tests.stubs import (
     APP_ID,
     OTHER_TENANT,
@@ -317,6 +319,33 @@ async def test_malformed_bodies_are_400_with_a_reason(server: LoopbackServer, po
     assert reason in body_of(response)["reason"]
 
 
+async def test_a_bad_notification_does_not_cost_the_rest_of_its_batch(server: LoopbackServer, post: Post,
+                                                                       caplog: pytest.LogCaptureFixture) -> None:
+    """Graph's documented incoming call (call-answer.md) beside a notification with no resourceUrl: the call
+    is answered, the bad one is logged with its reason, and the answer is still a 2xx so Graph resends nothing."""
+    incoming = example(graph_examples.ANSWER_INCOMING)["value"][0]
+    broken = {"@odata.type": "#microsoft.graph.commsNotification", "changeType": "updated"}
+    response = await post(json.dumps({"@odata.type": "#microsoft.graph.commsNotifications",
+                                      "value": [broken, incoming]}).encode())
+    assert response.status_code == 202
+    assert body_of(response) == {"status": "accepted", "events": 1,
+                                 "rejected": [{"index": 0, "reason": "value[0] has neither resourceUrl nor resource"}]}
+    [answer] = answers(server)
+    assert answer.path == "/v1.0/communications/calls/57DAB8B1894C409AB240BD8BEAE78896/answer"
+    [logged] = [r for r in caplog.records if r.name == "calling.webhook" and "notification ignored" in r.getMessage()]
+    assert logged.levelno == logging.WARNING
+    assert "value[0] has neither resourceUrl nor resource" in logged.getMessage()
+
+
+async def test_a_batch_with_nothing_usable_is_400_naming_every_problem(server: LoopbackServer, post: Post) -> None:
+    response = await post(json.dumps({"value": [{"changeType": "updated"}, "updated"]}).encode())
+    assert response.status_code == 400
+    reason = body_of(response)["reason"]
+    assert "value[0] has neither resourceUrl nor resource" in reason
+    assert "value[1] must be an object" in reason
+    assert server.graph_requests() == []
+
+
 async def test_legacy_format_gets_204(server: LoopbackServer, post: Post) -> None:
     response = await post({"id": "x", "callState": "incoming", "participants": []})
     assert response.status_code == 204
@@ -364,3 +393,15 @@ async def test_milestones_carry_correlation_ids(server: LoopbackServer, post: Po
     assert 0 < answered.latency_ms < 15000
     assert getattr(answered, "microsoft.custom_event.name") == "call.answered"
     assert events["call.incoming"].caller == "+1425555****"
+
+
+async def test_a_call_whose_flow_cannot_run_is_reported_rejected_not_answered(
+        server: LoopbackServer, post: Post, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    monkeypatch.setenv("DEFAULT_FLOW", "no-such-flow")
+    runtime.reset()
+    caplog.set_level(logging.INFO)
+    await post(envelope(incoming_call("call-nf")))
+    [reject] = server.graph_requests()
+    assert (reject.path, reject.json) == ("/v1.0/communications/calls/call-nf/reject", {"reason": "busy"})
+    events = [r.event_name for r in caplog.records if getattr(r, "event_name", None)]
+    assert events == ["call.incoming", "call.flow_unavailable", "call.rejected"]
