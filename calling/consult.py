@@ -77,13 +77,22 @@ def call_id_of(notification: Mapping[str, Any]) -> str:
     return ""
 
 
-def split(notifications: Iterable[Mapping[str, Any]], consult: Consult | None
+def split(notifications: Iterable[Mapping[str, Any]], own_call_id: str, consult: Consult | None
           ) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
-    """(the caller's call's notifications, the second call's), each in order."""
+    """(the caller's call's notifications, the current second call's), each in order.
+
+    Anything else is about a second call the session is done with (its `terminating` and `terminated` come
+    after the bot hung it up on a ring timeout) and is dropped: taken for the caller's own, it would end
+    the caller's session while the caller is still on the line.
+    """
     mine: list[Mapping[str, Any]] = []
     second: list[Mapping[str, Any]] = []
     for raw in notifications:
-        (second if consult is not None and call_id_of(raw) == consult.call_id else mine).append(raw)
+        about = call_id_of(raw)
+        if about in ("", own_call_id):
+            mine.append(raw)
+        elif consult is not None and about == consult.call_id:
+            second.append(raw)
     return mine, second
 
 

@@ -123,7 +123,8 @@ def run(context: df.DurableOrchestrationContext) -> Generator[Any, Any, Any]:
             if winner is waiting_for_graph:
                 if timer is not None and not timer.is_completed:
                     timer.cancel()
-                mine, second = consult.split(_notifications(waiting_for_graph.result), session.consult)
+                mine, second = consult.split(_notifications(waiting_for_graph.result), session.call_id,
+                                             session.consult)
                 events = []
                 if second and session.consult is not None:
                     events += yield from _consult(context, session, consult.on_notifications(session.consult,

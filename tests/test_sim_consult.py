@@ -89,3 +89,27 @@ def test_a_refused_hand_over_ends_the_second_call_and_takes_the_fallback() -> No
         second = _second_call(sim, call)
         assert second.state == "terminated"
         assert [e for e in second.transcript.entries if e.summary.startswith("bot hangs up")]
+
+
+def test_a_ring_out_reaches_voicemail_and_the_second_calls_end_is_not_taken_for_the_callers() -> None:
+    """The bot hangs up its second call on the ring timeout; that call's terminating/terminated come to the
+    caller's session too. Taken for the caller's own end, they once completed the session mid-voicemail,
+    leaving the caller on an established call in silence and the voicemail unsaved."""
+    with Simulation() as sim:
+        sim.callee(SALES, "no_answer")
+        call = _ask_for(sim, "1")
+        call.expect_consult(to=SALES, outcome=None)
+        call.expect_prompt("sales-voicemail", within=60)
+        call.speak(4)
+        recording = call.expect_recording(downloaded=True)
+        call.expect_prompt("thanks-for-message")
+        result = call.expect_ended(code=200, subcode=7000)  # the bot's own hang-up, after the voicemail
+        assert result and recording.downloaded
+        stored = sorted(p.relative_to(sim.recordings_dir).as_posix() for p in sim.recordings_dir.rglob("*.wav"))
+        assert len(stored) == 1 and stored[0].startswith("sales/") and call.id in stored[0]
+        second = _second_call(sim, call)
+        assert second.ended
+        sim.wait(5)
+        status = sim._host.status(call.id)
+        assert status is not None and status["runtimeStatus"] == "Completed"
+        assert status["output"] == {"node": "goodbye", "left": "hangup"}
