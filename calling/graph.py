@@ -83,6 +83,7 @@ from calling.config import is_loopback_url
 from calling.errors import GraphError
 from calling.events import ParticipantState, ResultInfo
 from calling.identities import MeetingId, MeetingJoin, Party, parse_join_url
+from calling.ids import check_graph_id
 from calling.notifications import parse_operation_status, parse_participant, parse_result_info
 from calling.retry import RetryBudget
 
@@ -592,9 +593,7 @@ def _kind(party: Party, kind: str, what: str) -> None:
 
 
 def _id(value: str, what: str) -> str:
-    if not value or "/" in value or "?" in value or "#" in value:
-        raise ValueError(f"invalid {what}: {value!r}")
-    return value
+    return check_graph_id(value, what)
 
 
 def _opt(value: Any) -> str | None:

@@ -30,6 +30,7 @@ from calling.events import (
     UnknownEvent,
 )
 from calling.identities import parse_identity_set
+from calling.ids import is_graph_id
 
 # `communications/calls/{id}` at the start of the path or after a `/` (an absolute URL, a path, a relative path).
 _CALL_ID = re.compile(r"(?:^|/)(?:communications|app)/calls/([^/?#]+)", re.IGNORECASE)
@@ -134,7 +135,9 @@ def parse_notification(item: Any, *, where: str = "notification") -> list[CallEv
     change = change.lower()
     call_id = _call_id(url, data)
     if call_id is None:
-        raise NotificationError(f"{where}: cannot tell the call id from resourceUrl {url!r}")
+        raise NotificationError(f"{where}: cannot tell the call id from resourceUrl {url[:200]!r}")
+    if not is_graph_id(call_id):  # it would become a Graph URL path and a Durable instance id
+        raise NotificationError(f"{where}: {call_id[:130]!r} in resourceUrl is not a Graph call id")
     base: dict[str, Any] = {"call_id": call_id, "change_type": change, "resource_url": url, "raw": item}
     lowered = url.lower()
 

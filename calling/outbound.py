@@ -32,6 +32,7 @@ from calling.flows.prompts import prefetch
 from calling.flows.snapshot import snapshot
 from calling.identities import E164, MeetingId, MeetingJoin, Party, application_instance, parse_join_url, phone
 from calling.identities import teams_user as teams_user_party
+from calling.ids import is_graph_id
 from calling.session import FlowLibrary, FlowNotFound, Session, open_call
 from calling.yamlsource import SourceErrors
 
@@ -418,7 +419,7 @@ def session_tenant(session_input: Any) -> str | None:
 
 def check_call_id(value: str) -> str:
     """A call id from a URL path: Graph ids are GUID-like; anything with path characters is refused."""
-    if not value or len(value) > 128 or not re.fullmatch(r"[A-Za-z0-9_.:-]+", value):
+    if not is_graph_id(value):
         raise BadRequest([f"not a call id: {value[:130]!r}"])
     return value
 

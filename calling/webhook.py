@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -29,6 +28,7 @@ from calling.flows.prompts import prefetch
 from calling.flows.snapshot import snapshot
 from calling.handoff import HandoffMessage, HandoffTransport, deadline_for
 from calling.identities import Party
+from calling.ids import is_graph_id
 from calling.notifications import LegacyNotificationError, NotificationError, parse_body
 from calling.routing import Answer, Decision, HandOff, Redirect, Reject, Router, parse_target
 from calling.session import FlowLibrary, FlowNotFound, Session, open_call
@@ -40,8 +40,6 @@ if TYPE_CHECKING:  # msgraph-sdk loads with the first Graph request, not with th
 
 log = logging.getLogger("calling.webhook")
 
-#: A session id in the callback path is a Graph call id: a GUID, which also makes it a valid Durable instance id.
-SESSION_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{0,63}")
 SAFETY_MARGIN_SECONDS = 1.0  # leave Graph this much of the deadline for the request itself
 
 
@@ -110,7 +108,7 @@ class Webhook:
                      *, session: str | None = None) -> WebhookResponse:
         """One POST from Graph. `session`: the call whose session owns these notifications, from the callback
         path `/api/calls/{session}` the bot gave a call of its own (a consultative transfer's second call)."""
-        if session is not None and not SESSION_ID.fullmatch(session):
+        if session is not None and not is_graph_id(session):  # a Graph call id, hence a Durable instance id too
             return _error(400, "bad_request", "the callback path's session must be a call id (letters, digits, -)")
         received = self._clock()
         received_at = self._now()

@@ -405,3 +405,16 @@ async def test_a_call_whose_flow_cannot_run_is_reported_rejected_not_answered(
     assert (reject.path, reject.json) == ("/v1.0/communications/calls/call-nf/reject", {"reason": "busy"})
     events = [r.event_name for r in caplog.records if getattr(r, "event_name", None)]
     assert events == ["call.incoming", "call.flow_unavailable", "call.rejected"]
+
+
+@pytest.mark.parametrize("call_id", ["call 1", "call%00", "call\ud800x", "call\U0001f4de", "a" * 65])
+async def test_a_call_id_graph_would_never_send_reaches_neither_graph_nor_durable(
+        server: LoopbackServer, post: Post, call_id: str) -> None:
+    notification = incoming_call("call-ok")
+    notification["resourceUrl"] = f"/communications/calls/{call_id}"
+    notification["resourceData"]["id"] = call_id
+    body = json.dumps({"value": [notification]}).encode("utf-8", "surrogatepass")
+    response = await post(body)
+    assert response.status_code == 400
+    assert "is not a Graph call id" in body_of(response)["reason"]
+    assert server.graph_requests() == [] and server.durable_requests() == []
