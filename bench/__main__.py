@@ -10,10 +10,11 @@ import os
 import platform
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from bench import imports, ivr, webhook
+from bench import imports, ivr, load, webhook
 from bench.stats import fit, fmt, ratio, summary, table
 
 
@@ -29,12 +30,16 @@ class Plan:
     ivr_presses: int  # presses of 9 in the one measured call per path
     ivr_window: int  # presses in each of the "step 1" and "step N" windows
     ivr_warmup: int  # presses in the unmeasured warm-up call per path
+    load_baseline: int  # calls one at a time, the load section's baseline (concurrency 1)
+    load_levels: tuple[int, ...]  # simultaneous calls at each load level
 
 
 FULL = Plan(import_runs=10, import_budget_s=40.0, warmup=40, sequential=500, concurrent=1000, concurrency=20,
-            phase_budget_s=10.0, ivr_presses=520, ivr_window=41, ivr_warmup=20)
+            phase_budget_s=10.0, ivr_presses=520, ivr_window=41, ivr_warmup=20, load_baseline=5,
+            load_levels=(50, 100, 200))
 QUICK = Plan(import_runs=3, import_budget_s=15.0, warmup=10, sequential=60, concurrent=120, concurrency=20,
-             phase_budget_s=4.0, ivr_presses=60, ivr_window=20, ivr_warmup=10)
+             phase_budget_s=4.0, ivr_presses=60, ivr_window=20, ivr_warmup=10, load_baseline=2,
+             load_levels=(5, 10))
 
 
 def report_imports(result: imports.ImportTimes) -> str:
@@ -160,6 +165,85 @@ def report_ivr(result: ivr.Results) -> str:
     return "\n".join(out)
 
 
+def report_load(result: load.Results) -> str:
+    base, levels = result.baseline, result.levels
+    columns = [base, *levels]
+    header = ["metric", f"alone, x{base.calls} (baseline)", *(f"{level.concurrency} at once" for level in levels)]
+
+    def ms(values: list[float], stat: str) -> float:
+        return summary(values)[f"{stat}_ms"]
+
+    rows: list[list[str]] = [
+        ["calls started / completed cleanly", *(f"{c.calls} / {c.clean}" for c in columns)],
+        ["notifications posted", *(str(c.posted) for c in columns)],
+        ["  answered (incoming) + read by their session", *(str(c.outcomes["answered"] + c.outcomes["read"])
+                                                            for c in columns)],
+        ["  late (reached a session that had ended)", *(str(c.outcomes["late"]) for c in columns)],
+        ["  lost", *(str(c.outcomes["lost"]) for c in columns)],
+    ]
+    for what, attr, stats in (("answer latency", "answer_s", ("p50", "p99", "max")),
+                              ("press -> cancelMediaProcessing", "press_s", ("p50", "p99")),
+                              ("notification POST -> the bot's HTTP answer", "post_s", ("p50", "p99"))):
+        for stat in stats:
+            rows.append([f"{what} {stat}, ms", *(fmt(ms(getattr(c, attr), stat)) for c in columns)])
+        for stat in ("p50", "p99"):
+            rows.append([f"  {stat} / baseline", "",
+                         *(ratio(ms(getattr(c, attr), stat), ms(getattr(base, attr), stat)) for c in levels)])
+    rows.append(["dial -> answer max (Teams drops a call at 15 s), ms",
+                 *(fmt(ms(c.dial_to_answer_s, "max")) for c in columns)])
+    rows.append(["call duration p50 (dial -> transferred), s", *(fmt(ms(c.call_s, "p50") / 1000) for c in columns)])
+    rows.append(["  p50 / baseline", "", *(ratio(ms(c.call_s, "p50"), ms(base.call_s, "p50")) for c in levels)])
+    rows.append(["incoming calls posted within, ms", "-", *(fmt(c.incoming_spread_s * 1000) for c in levels)])
+    rows.append(["wall time, s", *(fmt(c.wall_s) for c in columns)])
+    rows.append(["event loop: CPU / idle / neither, % of wall",
+                 *(f"{_share(c.cpu_s, c.wall_s)} / {_share(c.idle_s, c.wall_s)} / "
+                   f"{_share(None if c.idle_s is None else c.wall_s - c.cpu_s - c.idle_s, c.wall_s)}"
+                   for c in columns)])
+    rows.append(["machine load average (1 min) at the end", *(fmt(c.load_average) for c in columns)])
+    title = (f"(d) Load: N callers dial at once; each call is flows/main-menu.yaml: answered, welcome, the menu, "
+             f"{load.SALES_KEY} pressed\n"
+             f"    {load.PRESS_AFTER:g} s into it (sales), connecting, the bot rings sales (answers after "
+             f"{load.SALES_ANSWERS_AFTER:g} s), consultative transfer; real clock\n"
+             "    through the local host (webhook, Durable replay, call_action) against the simulator, all on one "
+             "event loop;\n"
+             "    baseline = the same call alone, one after another, on the same warm host\n"
+             "    answer latency = the simulator POSTs the incoming call -> it reads the bot's answer request")
+    out = [table(title, header, rows)]
+    broke = result.broke_at()
+    if broke is None:
+        top = levels[-1].concurrency if levels else 1
+        out.append(f"    breaks at: did not break up to {top} simultaneous calls (every call clean, nothing lost, "
+                   f"every answer under {load.ANSWER_DEADLINE:g} s)")
+    else:
+        out.append(f"    breaks at: {broke.concurrency} simultaneous calls: {broke.breaks()}")
+        for problem in broke.problems[:5]:
+            out.append(f"      {problem}")
+        if broke.lost:
+            out.append("      lost: " + ", ".join(f"{n} {why}" for why, n in broke.lost.most_common()))
+    late = Counter[str]()
+    for c in columns:
+        late.update(c.late)
+    out.append("    a notification is lost unless the bot's answer reached the simulator (incoming call), or the "
+               "orchestrator of\n      its session read it (each history replayed again, noting what the loop "
+               "reads), or it reached\n      the session after the event that ended it (late: "
+               + (", ".join(f"{n} {label}" for label, n in late.most_common()) or "none") + ")")
+    unchecked = sum(c.unchecked for c in columns)
+    if unchecked:
+        out.append(f"    {unchecked} session(s) could not be replayed: their notifications count as read when in "
+                   "their history")
+    out.append("    event loop: its thread's CPU time, time in select() with nothing ready, and the rest (the "
+               "OS ran other\n      processes): with the loop never idle, a level is bound by this one thread; "
+               "a large rest means\n      other work on the machine took the CPU and the figures are noisy")
+    out.append(f"    after a warm-up call; this section took {result.wall_s:.1f} s")
+    return "\n".join(out)
+
+
+def _share(part: float | None, whole: float) -> str:
+    if part is None or whole <= 0:
+        return "-"
+    return f"{max(part, 0.0) / whole * 100:.0f}"
+
+
 def load_average() -> tuple[float, float, float] | None:
     try:
         return os.getloadavg()
@@ -196,7 +280,10 @@ def main(argv: list[str] | None = None) -> int:
     print(report_webhook(hook, plan) + "\n", flush=True)
 
     steps = ivr.run(plan.ivr_presses, plan.ivr_window, plan.ivr_warmup)
-    print(report_ivr(steps), flush=True)
+    print(report_ivr(steps) + "\n", flush=True)
+
+    calls = load.run(plan.load_baseline, plan.load_levels)
+    print(report_load(calls), flush=True)
     elapsed = time.perf_counter() - started
     load_after = load_average()
     print()
@@ -210,6 +297,7 @@ def main(argv: list[str] | None = None) -> int:
             "quick": args.quick, "plan": dataclasses.asdict(plan), "elapsed_s": elapsed,
             "load_average": {"before": load_before, "after": load_after},
             "imports": import_result.as_json(), "webhook": hook.as_json(), "ivr": steps.as_json(),
+            "load": calls.as_json(),
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(document, indent=2) + "\n")

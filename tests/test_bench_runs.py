@@ -1,5 +1,5 @@
-"""The benchmark still exercises the real incoming-call path (it broke once when answering gained a step) and the
-IVR step path through the local host and the engine directly.
+"""The benchmark still exercises the real incoming-call path (it broke once when answering gained a step), the
+IVR step path through the local host and the engine directly, and whole calls run side by side (the load section).
 
 No figures are asserted: speed is the benchmark's business, not the tests'."""
 
@@ -13,7 +13,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def test_quick_benchmark_answers_every_call_and_times_every_menu_step(tmp_path: Path) -> None:
+def test_quick_benchmark_answers_every_call_times_every_menu_step_and_runs_calls_side_by_side(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     result = subprocess.run([sys.executable, "-m", "bench", "--quick", "--json", str(out)], cwd=ROOT,
                             capture_output=True, text=True, timeout=300, check=False)
@@ -39,3 +39,18 @@ def test_quick_benchmark_answers_every_call_and_times_every_menu_step(tmp_path: 
             assert figures["to_play"]["n"] == 20
             assert 0 < figures["to_first"]["p50_ms"] <= figures["to_play"]["p50_ms"]
     assert ivr["host"]["late"]["history_max"] < 250
+
+    # (d) Load: every call of every level went through, and every notification has exactly one outcome.
+    assert "(d) Load" in result.stdout
+    assert "breaks at: did not break up to 10 simultaneous calls" in result.stdout
+    calls = document["load"]
+    assert calls["clock"] == "real" and calls["broke_at"] is None
+    assert [level["concurrency"] for level in calls["levels"]] == [5, 10]
+    for level in [calls["baseline"], *calls["levels"]]:
+        assert level["calls"] == level["clean"] > 0
+        counts = level["notifications"]
+        assert counts["lost"] == 0
+        assert counts["answered"] == level["calls"]
+        assert counts["answered"] + counts["read"] + counts["late"] == counts["posted"]
+        assert set(counts["late_by_label"]) <= {"terminated"}  # only the bot's call to sales ending after the caller's
+        assert level["answer"]["n"] == level["press"]["n"] == level["calls"]
