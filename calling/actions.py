@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
+from calling import watch
 from calling.errors import GraphError
 from calling.flows import commands as c
 from calling.flows.prompts import graph_prompt, graph_prompt_of
@@ -52,6 +53,15 @@ async def perform(control: CallControl, flows: FlowLibrary, store: RecordingStor
             return {"ok": True}
         if kind == CONSULT_END:
             await control.hang_up(str(data["consult_call_id"]))
+            return {"ok": True}
+        if kind == watch.CALL_GET:  # a notification never came: ask Graph (calling/watch.py)
+            info = await control.get_call(str(data.get("call_id") or call_id))
+            return {"ok": True, "call": dict(info.raw)}
+        if kind == watch.OPERATION_GET:
+            operation = await control.get_operation(call_id, str(data["operation_id"]))
+            return {"ok": True, "operation": dict(operation.raw)}
+        if kind == watch.CALL_REJECT:  # answered, yet never established: the answer did not take
+            await control.reject(call_id, reason="busy")
             return {"ok": True}
         command = c.command_from_json(data)
         prompts = _prompts(request, flows)
@@ -121,7 +131,15 @@ async def _consult(control: CallControl, call_id: str, command: c.Transfer, inst
                 "(the bot's resource account) as the caller id"}
     from calling.graph import ServiceHostedMedia
 
-    info = await control.create_call([target], source=source, media=ServiceHostedMedia(), callback_uri=callback)
+    try:
+        info = await control.create_call([target], source=source, media=ServiceHostedMedia(), callback_uri=callback)
+    except GraphError as exc:
+        if exc.status is not None and exc.status < 500 and exc.status != 408:
+            raise  # refused (4xx), or throttled (429: retried), so nothing was placed
+        # A 5xx, a timeout, no answer at all: Graph may have placed the call. Never retried blindly; the
+        # session looks for it first (calling/consult.py, PLACING).
+        log.warning("placing the consult call is uncertain: %s", exc)
+        return {"ok": False, "uncertain": True, "status": exc.status, "code": exc.code, "message": exc.message}
     return {"ok": True, "consult_call_id": info.id}
 
 

@@ -10,6 +10,7 @@ import ipaddress
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
@@ -17,6 +18,9 @@ from urllib.parse import urlsplit
 DEFAULT_OPENID_CONFIG_URL = "https://api.aps.skype.com/v1/.well-known/OpenIdConfiguration"
 DEFAULT_GRAPH_BASE_URL = "https://graph.microsoft.com/v1.0"
 CALLBACK_PATH = "/api/calls"
+
+#: The longest IDEMPOTENCY_KEY_TTL_HOURS: a week (infra/modules/storage.bicep deletes key records after 8 days).
+MAX_IDEMPOTENCY_KEY_TTL_HOURS = 7 * 24
 
 GraphCredentialKind = Literal["managed_identity", "certificate", "secret", "local"]
 HandoffKind = Literal["none", "inprocess"]
@@ -71,11 +75,18 @@ class Settings:
     handoff_transport: HandoffKind = "none"
     appinsights_connection_string: str | None = None
     bot_instance_id: str | None = None
+    idempotency_container_url: str | None = None
+    idempotency_key_ttl_hours: float = 24.0
 
     @property
     def callback_uri(self) -> str:
         """Where Graph posts this bot's notifications: the webhook's public address."""
         return self.public_url + CALLBACK_PATH
+
+    @property
+    def idempotency_key_ttl(self) -> timedelta:
+        """How long an outbound request's Idempotency-Key is remembered after its first use."""
+        return timedelta(hours=self.idempotency_key_ttl_hours)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -164,14 +175,20 @@ class Settings:
 
         recordings_container = url("RECORDINGS_CONTAINER_URL", None) or None
         prompts_container = url("PROMPTS_CONTAINER_URL", None) or None
+        idempotency_container = url("IDEMPOTENCY_CONTAINER_URL", None) or None
         for name, value in (("RECORDINGS_CONTAINER_URL", recordings_container),
-                            ("PROMPTS_CONTAINER_URL", prompts_container)):
+                            ("PROMPTS_CONTAINER_URL", prompts_container),
+                            ("IDEMPOTENCY_CONTAINER_URL", idempotency_container)):
             if value and len([s for s in urlsplit(value).path.split("/") if s]) not in (1, 2):
                 problems.append(f"{name} must be a Blob container URL (https://<account>.blob.core.windows.net/"
                                 f"<container>), got {value!r}")
 
         max_body = number("WEBHOOK_MAX_BODY_BYTES", 4 * 1024 * 1024, 1024, 64 * 1024 * 1024)
         budget = number("GRAPH_RETRY_BUDGET_SECONDS", 10.0, 0, 60)
+        # At least an hour: a key must outlive any request still running with it (host.json functionTimeout,
+        # 10 min), or a retry could place a second call; at most a week (the infra's lifecycle rule deletes
+        # records 8 days after their last write).
+        key_ttl = number("IDEMPOTENCY_KEY_TTL_HOURS", 24.0, 1, MAX_IDEMPOTENCY_KEY_TTL_HOURS)
 
         if problems:
             raise ConfigError(problems)
@@ -198,6 +215,8 @@ class Settings:
             handoff_transport=handoff,
             appinsights_connection_string=text("APPLICATIONINSIGHTS_CONNECTION_STRING"),
             bot_instance_id=instance.lower() if instance else None,
+            idempotency_container_url=idempotency_container,
+            idempotency_key_ttl_hours=key_ttl,
         )
 
 

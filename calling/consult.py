@@ -8,23 +8,34 @@ answer within the flow's ring timeout, the bot ends its second call and the call
 
 The engine sees one Transfer and one TransferOutcome, as for a blind transfer; this module holds the
 steps in between, so the orchestration only carries them out.
+
+Placing the second call is not blindly retried: Graph has no idempotency key for createCall, and a call
+it created although its answer was lost (a 5xx, a timeout) rings the target as surely as a new one. So an
+uncertain placement leaves the consult PLACING with no call id; the first unknown call that writes to the
+session is taken as it (`adopt`), and only after PLACE_LOOK without one is the call placed again, once.
+Any other call that writes to the session while still up (an extra copy) is hung up (`strays_to_end`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from calling.events import CallStateChanged
 from calling.flows import events as e
-from calling.notifications import NotificationError, parse_notification
+from calling.notifications import NotificationError, notification_call_id, parse_notification
 
 #: The session timer that ends the ringing when the target doesn't answer in the flow's ring_timeout.
 RING_TIMER = "consult"
+#: The session timer after which a placement Graph may or may not have carried out is tried again.
+PLACE_TIMER = "consult:placing"
+PLACE_LOOK = timedelta(seconds=10)
+MAX_PLACEMENTS = 2
 #: Stages of the second call.
-RINGING, HANDING_OVER = "ringing", "handing_over"
+PLACING, RINGING, HANDING_OVER = "placing", "ringing", "handing_over"
+_LIVE = frozenset({"incoming", "establishing", "ringing", "established", "hold", "transferring"})
 
 
 @dataclass(frozen=True)
@@ -33,15 +44,24 @@ class Consult:
 
     ref: str
     target: str
-    call_id: str
+    call_id: str  # "" while PLACING
     stage: str = RINGING
+    ring_timeout: int = 0  # the flow's, for placing it again
+    placements: int = 1
 
-    def to_json(self) -> dict[str, str]:
-        return {"ref": self.ref, "target": self.target, "call_id": self.call_id, "stage": self.stage}
+    def to_json(self) -> dict[str, Any]:
+        return {"ref": self.ref, "target": self.target, "call_id": self.call_id, "stage": self.stage,
+                "ring_timeout": self.ring_timeout, "placements": self.placements}
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> Consult:
-        return cls(str(data["ref"]), str(data["target"]), str(data["call_id"]), str(data.get("stage") or RINGING))
+        return cls(str(data["ref"]), str(data["target"]), str(data["call_id"]), str(data.get("stage") or RINGING),
+                   int(data.get("ring_timeout") or 0), int(data.get("placements") or 1))
+
+    def command(self) -> dict[str, Any]:
+        """The engine's Transfer again, for placing the second call once more."""
+        return {"type": "Transfer", "ref": self.ref, "target": self.target, "mode": "consultative",
+                "ring_timeout": self.ring_timeout}
 
 
 @dataclass(frozen=True)
@@ -69,31 +89,55 @@ def ring_outcome(code: int | None, subcode: int | None, message: str | None) -> 
 
 
 def call_id_of(notification: Mapping[str, Any]) -> str:
-    """The call a raw notification is about, from resourceUrl (or legacy resource)."""
-    path = str(notification.get("resourceUrl") or notification.get("resource") or "")
-    parts = [p for p in path.split("/") if p]
-    if "calls" in parts and parts.index("calls") + 1 < len(parts):
-        return parts[parts.index("calls") + 1]
-    return ""
+    """The call a raw notification is about, read as the webhook read it when it delivered it here."""
+    return notification_call_id(notification) or ""
 
 
 def split(notifications: Iterable[Mapping[str, Any]], own_call_id: str, consult: Consult | None
-          ) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]]]:
-    """(the caller's call's notifications, the current second call's), each in order.
+          ) -> tuple[list[Mapping[str, Any]], list[Mapping[str, Any]], list[Mapping[str, Any]]]:
+    """(the caller's call's notifications, the current second call's, any other call's), each in order.
 
-    Anything else is about a second call the session is done with (its `terminating` and `terminated` come
-    after the bot hung it up on a ring timeout) and is dropped: taken for the caller's own, it would end
-    the caller's session while the caller is still on the line.
+    The others are never the caller's own: most are a second call the session is done with (its
+    `terminating` and `terminated` after the bot hung it up on a ring timeout); taken for the caller's, they
+    would end the caller's session while the caller is still on the line.
     """
     mine: list[Mapping[str, Any]] = []
     second: list[Mapping[str, Any]] = []
+    others: list[Mapping[str, Any]] = []
     for raw in notifications:
         about = call_id_of(raw)
         if about in ("", own_call_id):
             mine.append(raw)
-        elif consult is not None and about == consult.call_id:
+        elif consult is not None and consult.call_id and about == consult.call_id:
             second.append(raw)
-    return mine, second
+        else:
+            others.append(raw)
+    return mine, second, others
+
+
+def adopt(consult: Consult, others: list[Mapping[str, Any]]
+          ) -> tuple[Consult, list[Mapping[str, Any]], list[Mapping[str, Any]]]:
+    """While PLACING, the first unknown call that writes to the session is the second call Graph created
+    although its answer was lost: (the consult with that id, its notifications, the rest)."""
+    if consult.stage != PLACING or not others:
+        return consult, [], others
+    found = call_id_of(others[0])
+    adopted = replace(consult, call_id=found, stage=RINGING)
+    return adopted, [n for n in others if call_id_of(n) == found], [n for n in others if call_id_of(n) != found]
+
+
+def strays_to_end(others: Iterable[Mapping[str, Any]], ended: Iterable[str]) -> list[str]:
+    """Calls that are neither the caller's nor the current second call, still up: extra copies of a second
+    call (placed again after a lost answer) to hang up, each once. Ended ones need nothing."""
+    done = set(ended)
+    found: list[str] = []
+    for raw in others:
+        about = call_id_of(raw)
+        state = str((raw.get("resourceData") or {}).get("state") or "").lower() \
+            if isinstance(raw.get("resourceData"), Mapping) else ""
+        if about and about not in done and about not in found and state in _LIVE:
+            found.append(about)
+    return found
 
 
 def on_notifications(consult: Consult, notifications: Iterable[Mapping[str, Any]], at: datetime) -> Step:
@@ -121,7 +165,10 @@ def on_notifications(consult: Consult, notifications: Iterable[Mapping[str, Any]
 
 
 def on_ring_timeout(consult: Consult, at: datetime) -> Step:
-    """The flow's ring timeout passed with the target still ringing: give up."""
+    """The flow's ring timeout passed with the target still ringing (or the call never known): give up."""
+    if consult.stage == PLACING:
+        return Step(None, outcome=e.TransferOutcome(at=at, ref=consult.ref, outcome="no_answer", code=408,
+                                                    subcode=None))
     if consult.stage != RINGING:
         return Step(consult)
     return Step(None, hang_up=True,

@@ -96,6 +96,8 @@ _KEYS = "0123456789*#ABCD"
 _TONES = {**{str(d): Tone(f"tone{d}") for d in range(10)}, "*": Tone.Star, "#": Tone.Pound,
           "A": Tone.A, "B": Tone.B, "C": Tone.C, "D": Tone.D}
 MAX_CLIENT_CONTEXT = 256
+#: What createCall retries on: only a throttled request is sure not to have placed the call.
+THROTTLED = frozenset({429})
 
 
 def prompt_resource_id(uri: str) -> str:
@@ -256,7 +258,7 @@ class CallControl:
         elif isinstance(meeting, MeetingId):
             call.meeting_info = JoinMeetingIdMeetingInfo(join_meeting_id=meeting.join_meeting_id,
                                                          passcode=meeting.passcode)
-        data = await self._send("createCall", self._calls.to_post_request_information(call))
+        data = await self._send("createCall", self._calls.to_post_request_information(call), retry_on=THROTTLED)
         return CallInfo.from_json(data or {})
 
     async def call_teams_user(self, user: Party, *, media: Media | None = None, subject: str | None = None,
@@ -531,9 +533,9 @@ class CallControl:
         return Operation.from_json(await self._send(action, request), action)
 
     async def _send(self, action: str, request: RequestInformation,
-                    deadline: float | None = None) -> dict[str, Any] | None:
-        if deadline is not None:
-            request.add_request_options([RetryBudget(deadline)])
+                    deadline: float | None = None, *, retry_on: frozenset[int] | None = None) -> dict[str, Any] | None:
+        if deadline is not None or retry_on is not None:
+            request.add_request_options([RetryBudget(deadline, retry_on)])
         adapter: Any = self._client.request_adapter
         try:
             raw: bytes | None = await adapter.send_primitive_async(request, "bytes", _ERRORS)

@@ -32,8 +32,9 @@ from calling.events import (
 from calling.identities import parse_identity_set
 from calling.ids import is_graph_id
 
-# `communications/calls/{id}` at the start of the path or after a `/` (an absolute URL, a path, a relative path).
-_CALL_ID = re.compile(r"(?:^|/)(?:communications|app)/calls/([^/?#]+)", re.IGNORECASE)
+# A resourceUrl names its call as `communications/calls/{id}` or `app/calls/{id}` (a path, a relative path, an
+# absolute URL): the id is the whole segment after the path's only `calls` segment (see _call_id).
+_CALL_PARENTS = frozenset({"communications", "app"})
 _OPERATION = re.compile(r"/operations/([^/?#]+)", re.IGNORECASE)
 _CONTENT_SHARING = re.compile(r"/contentsharingsessions/([^/?#]+)", re.IGNORECASE)
 # Keys only the old (BotBuilder / Skype) calling format has at its top level.
@@ -45,6 +46,13 @@ _STATES = {s.lower(): s for s in (
     "redirecting", "terminating", "terminated", "unknownFutureValue")}
 _STATUSES = {s.lower(): s for s in ("notStarted", "running", "completed", "failed")}
 _REASONS_SHOWN = 5  # a 400's reason names this many bad notifications, then counts the rest
+#: Levels of objects and lists in one notification (the notification itself is one); Graph's go about eight deep.
+#: Past this, what the body parser could still read would recurse past Python's limit further on (the hand-off
+#: message, the session's history), so such a notification is refused where it enters.
+MAX_NESTING = 64
+#: A batch keeps this many rejected notifications with their reasons and counts the rest: a body of 4 MiB can hold
+#: two million bad entries, and a reason kept, logged and answered for each cost 400 MB, 28 s and a 136 MB answer.
+REJECTED_KEPT = 20
 
 
 class NotificationError(ValueError):
@@ -65,10 +73,12 @@ class Rejected:
 
 @dataclass(frozen=True)
 class Batch:
-    """A parsed body: the events of every readable notification, in batch order, and the ones left out."""
+    """A parsed body: the events of every readable notification, in batch order, and the ones left out: the first
+    REJECTED_KEPT of them with their reasons in `rejected`, and how many there were in all."""
 
     events: list[CallEvent]
     rejected: list[Rejected] = field(default_factory=list)
+    rejected_total: int = 0
 
 
 def parse_body(body: bytes) -> Batch:
@@ -98,21 +108,24 @@ def parse_envelope(payload: Any) -> Batch:
         raise NotificationError("'value' must be a list of notifications")
     events: list[CallEvent] = []
     rejected: list[Rejected] = []
+    total = 0
     for index, item in enumerate(items):
         try:
             events.extend(parse_notification(item, where=f"value[{index}]"))
         except NotificationError as exc:
-            rejected.append(Rejected(index, str(exc)))
-    if rejected and len(rejected) == len(items):
-        raise NotificationError(_nothing_usable(rejected))
-    return Batch(events, rejected)
+            total += 1
+            if len(rejected) < REJECTED_KEPT:
+                rejected.append(Rejected(index, str(exc)))
+    if total and total == len(items):
+        raise NotificationError(_nothing_usable(rejected, total))
+    return Batch(events, rejected, total)
 
 
-def _nothing_usable(rejected: list[Rejected]) -> str:
-    if len(rejected) == 1:
+def _nothing_usable(rejected: list[Rejected], total: int) -> str:
+    if total == 1:
         return rejected[0].reason
     shown = "; ".join(r.reason for r in rejected[:_REASONS_SHOWN])
-    more = len(rejected) - _REASONS_SHOWN
+    more = total - _REASONS_SHOWN
     return f"no notification in the batch can be read: {shown}" + (f" (and {more} more)" if more > 0 else "")
 
 
@@ -120,6 +133,8 @@ def parse_notification(item: Any, *, where: str = "notification") -> list[CallEv
     """One commsNotification into its events (a call update with a keypress and a state gives two)."""
     if not isinstance(item, Mapping):
         raise NotificationError(f"{where} must be an object")
+    if _nested_deeper_than(item, MAX_NESTING):
+        raise NotificationError(f"{where} is nested too deeply (more than {MAX_NESTING} levels)")
     change = item.get("changeType")
     if not isinstance(change, str) or not change:
         raise NotificationError(f"{where}.changeType must be a non-empty string")
@@ -150,7 +165,7 @@ def parse_notification(item: Any, *, where: str = "notification") -> list[CallEv
 
     entity: Mapping[str, Any] = data or {}
     kind = _odata_type(entity) or ""
-    if kind == "call" or (not kind and _CALL_ID.search(url) and lowered.rstrip("/").endswith(call_id.lower())):
+    if kind == "call" or (not kind and _url_call_id(url) and lowered.rstrip("/").endswith(call_id.lower())):
         return _call_events(base, change, entity)
     if kind.endswith("operation") or "/operations/" in lowered:
         return [_operation(base, entity, url)]
@@ -277,12 +292,46 @@ def _result_info(value: Any) -> ResultInfo | None:
 
 
 def _call_id(url: str, data: Any) -> str | None:
-    match = _CALL_ID.search(url)
-    if match:
-        return match.group(1)
+    """The call a notification is about: named by its resourceUrl, or (a URL with no `calls` in it) by its call
+    entity's id. None when the URL names none, or more than one."""
+    named = _url_call_id(url)
+    if named is not None or any(s.lower() == "calls" for s in url.split("/")):
+        return named or None
     if isinstance(data, Mapping) and _odata_type(data) == "call" and data.get("id"):
         return str(data["id"])
     return None
+
+
+def notification_call_id(notification: Mapping[str, Any]) -> str | None:
+    """The call a raw notification's resourceUrl (or legacy resource) names, as the parser reads it."""
+    url = notification.get("resourceUrl") or notification.get("resource")
+    return _url_call_id(url) if isinstance(url, str) else None
+
+
+def _url_call_id(url: str) -> str | None:
+    """The path segment after the URL's only `calls` segment (any case), when that follows `communications` or
+    `app`: the whole segment up to the next `/`, so a query or fragment in it is refused with the id.
+
+    The call's session reads a notification's call the same way (the segment after the first `calls`), so what the
+    webhook delivers to one call's session is never taken there for another call's (calling/consult.py)."""
+    segments = url.split("/")
+    named = [i for i, segment in enumerate(segments) if segment.lower() == "calls"]
+    if len(named) != 1 or named[0] == 0 or named[0] + 1 == len(segments):
+        return None
+    at = named[0]
+    return segments[at + 1] or None if segments[at - 1].lower() in _CALL_PARENTS else None
+
+
+def _nested_deeper_than(value: Any, limit: int) -> bool:
+    """Whether objects and lists in `value` nest more than `limit` levels (`value` itself is one); no recursion."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, Mapping) else item
+        stack.extend((child, depth + 1) for child in children if isinstance(child, Mapping | list))
+    return False
 
 
 def _odata_name(entity: Mapping[str, Any]) -> str | None:

@@ -10,6 +10,9 @@ outside business hours), then Graph creates the call, then the call's session st
 the webhook uses (the `call_session` orchestration, instance id = call id). The flow waits for the call to
 be established, which the orchestration learns from Graph's notification. That notification could in
 principle arrive before the session exists and be dropped; `reconcile` closes the gap by asking Graph once.
+
+`answer_place` is a POST from its body to its answer. With an `Idempotency-Key` header, calling/idempotency.py
+makes a retried POST get the first answer back instead of ringing someone twice.
 """
 
 from __future__ import annotations
@@ -17,19 +20,20 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from calling import telemetry
+from calling import idempotency, telemetry
 from calling.errors import GraphError
 from calling.flows import Bundle
 from calling.flows import commands as c
 from calling.flows.events import party_fact
 from calling.flows.prompts import prefetch
 from calling.flows.snapshot import snapshot
+from calling.idempotency import Answer
 from calling.identities import E164, MeetingId, MeetingJoin, Party, application_instance, parse_join_url, phone
 from calling.identities import teams_user as teams_user_party
 from calling.ids import is_graph_id
@@ -265,6 +269,53 @@ def _flow(value: Any, flows: FlowLibrary, reasons: list[str]) -> str | None:
                        + (f"{e.field}: {e.message}" if e.field else e.message) for e in exc.errors)
         return None
     return name
+
+
+# --- answering a request ------------------------------------------------------------------------------
+
+
+async def answer_place(body: bytes, key_header: str | None, *, route: str, parse: Callable[[Any], Outbound],
+                       place: Callable[[Outbound], Awaitable[Placed]], status_url: Callable[[str], str],
+                       keys: idempotency.KeyStore, now: Callable[[], datetime],
+                       key_ttl: timedelta = idempotency.DEFAULT_TTL) -> Answer:
+    """`POST /api/outbound/calls` or `/meetings`: the body and the Idempotency-Key header to the answer.
+
+    `route` names the endpoint in the key's fingerprint, `parse` checks the body, `place` places the call.
+    Without the header the call is placed as asked. With it, a retry gets the first answer (calling/idempotency.py).
+    """
+    reasons: list[str] = []
+    data: Any = None
+    try:
+        data = read_json(body)
+    except BadRequest as exc:
+        reasons.extend(exc.reasons)
+    key: str | None = None
+    try:
+        key = idempotency.parse_key(key_header)
+    except idempotency.KeyRefused as exc:
+        reasons.append(str(exc))
+    if reasons:
+        return Answer(400, BadRequest(reasons).body(), retryable=True)
+
+    async def attempt() -> Answer:
+        try:
+            placed = await place(parse(data))
+        except Refusal as exc:  # a 400 changed nothing; not_placed and session_not_started are final
+            return Answer(exc.status, exc.body(), retryable=isinstance(exc, BadRequest))
+        except GraphError as exc:
+            status, failure = graph_failure(exc)
+            # Graph refused as throttled or unavailable: no call exists. Any other failure may have created one
+            # (a timeout, a 5xx): a retry with the same key gets this answer back rather than another call.
+            return Answer(status, failure, retryable=exc.status in (429, 503))
+        except Exception:
+            log.exception("placing the outbound call failed unexpectedly")
+            return Answer(500, {"error": "internal", "reason": "unexpected error; see the logs"})
+        uri = status_url(placed.call_id)
+        return Answer(202, {"callId": placed.call_id, "statusUri": uri}, {"Location": uri})
+
+    if key is None:
+        return await attempt()
+    return await idempotency.run(keys, key, idempotency.fingerprint(route, data), attempt, now=now, ttl=key_ttl)
 
 
 # --- placing the call ----------------------------------------------------------------------------------

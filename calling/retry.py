@@ -32,12 +32,15 @@ _tracer = trace.get_tracer("calling.graph")
 
 
 class RetryBudget(RequestOption):
-    """Per-request override: retry only until `deadline` (a `time.monotonic()` value)."""
+    """Per-request override: retry only until `deadline` (a `time.monotonic()` value), and only on
+    `statuses` (default RETRY_STATUSES). createCall retries only 429: Graph may have carried out a request
+    it answered 503 or 504, and a call placed twice rings someone twice."""
 
     KEY = "CallingRetryBudget"
 
-    def __init__(self, deadline: float) -> None:
+    def __init__(self, deadline: float | None = None, statuses: frozenset[int] | None = None) -> None:
         self.deadline = deadline
+        self.statuses = statuses
 
     @staticmethod
     def get_key() -> str:
@@ -67,7 +70,9 @@ class BudgetedRetryHandler(BaseMiddleware):
         options = request.extensions.get(REQUEST_OPTIONS_KEY) or {}
         budget = options.get(RetryBudget.KEY)
         started = self._clock()
-        deadline = budget.deadline if isinstance(budget, RetryBudget) else started + self.budget_seconds
+        deadline = budget.deadline if isinstance(budget, RetryBudget) and budget.deadline is not None \
+            else started + self.budget_seconds
+        statuses = budget.statuses if isinstance(budget, RetryBudget) and budget.statuses else RETRY_STATUSES
         request.headers.setdefault("client-request-id", str(uuid.uuid4()))
         attempt = 0
         while True:
@@ -84,7 +89,7 @@ class BudgetedRetryHandler(BaseMiddleware):
                 span.set_attribute("http.response.status_code", response.status_code)
                 if "request-id" in response.headers:
                     span.set_attribute("graph.request_id", response.headers["request-id"])
-            if response.status_code not in RETRY_STATUSES or attempt >= self.max_attempts:
+            if response.status_code not in statuses or attempt >= self.max_attempts:
                 return response
             delay = self._delay(response, attempt)
             if delay is None or self._clock() + delay > deadline:

@@ -122,12 +122,20 @@ class Session:
     consult: Consult | None = None  # the bot's second call of a consultative transfer, while it lasts
     #: The flow as the call started it (calling/flows/snapshot.py): a deployment mid-call does not change it.
     snapshot: Mapping[str, Any] | None = None
+    #: Graph operation ids of the operations the engine awaits, by the engine's ref: what to GET if their
+    #: completion never comes (calling/watch.py).
+    ops: dict[str, str] = field(default_factory=dict)
+    #: How many times each watch (calling/watch.py) has looked: its waits are bounded.
+    looks: dict[str, int] = field(default_factory=dict)
+    #: Why the session itself let go of the call (a call never established), "" while the flow holds it.
+    closing: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {"v": SESSION_VERSION, "call_id": self.call_id, "tenant_id": self.tenant_id, "flow": self.flow,
                 "state": self.state.to_json(), "commands": [c.command_to_json(x) for x in self.commands],
                 "timers": dict(self.timers), "executions": self.executions,
-                "consult": self.consult.to_json() if self.consult else None, "flow_snapshot": self.snapshot}
+                "consult": self.consult.to_json() if self.consult else None, "flow_snapshot": self.snapshot,
+                "ops": dict(self.ops), "looks": dict(self.looks), "closing": self.closing}
 
     @classmethod
     def from_json(cls, data: Any) -> Session:
@@ -139,7 +147,9 @@ class Session:
                    State.from_json(data["state"]), [c.command_from_json(x) for x in data.get("commands") or []],
                    {str(k): str(v) for k, v in (data.get("timers") or {}).items()}, int(data.get("executions", 1)),
                    Consult.from_json(data["consult"]) if data.get("consult") else None,
-                   data.get("flow_snapshot") if isinstance(data.get("flow_snapshot"), Mapping) else None)
+                   data.get("flow_snapshot") if isinstance(data.get("flow_snapshot"), Mapping) else None,
+                   {str(k): str(v) for k, v in (data.get("ops") or {}).items()},
+                   {str(k): int(v) for k, v in (data.get("looks") or {}).items()}, str(data.get("closing") or ""))
 
     def start_timer(self, ref: str, due: datetime) -> None:
         self.timers[ref] = due.isoformat()

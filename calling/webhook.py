@@ -140,13 +140,17 @@ class Webhook:
             except NotificationError as exc:
                 log.warning("malformed notification: %s", exc)
                 return _error(400, "bad_request", str(exc))
-            for bad in batch.rejected:
+            for bad in batch.rejected:  # the first few; a 4 MiB body can hold two million bad entries
                 log.warning("malformed notification ignored, the rest of the batch goes on: %s", bad.reason)
+            unlisted = batch.rejected_total - len(batch.rejected)
+            if unlisted:
+                log.warning("%d more malformed notification(s) ignored", unlisted)
             response = await self._dispatch(batch.events, caller, sink, received, received_at, session)
             if batch.rejected and response.status == 202 and response.body is not None:
                 # Still a 2xx: the good notifications were acted on; an error status would disown the whole batch.
                 rejected = [{"index": r.index, "reason": r.reason} for r in batch.rejected]
-                return WebhookResponse(202, {**response.body, "rejected": rejected}, response.headers)
+                total = {"rejected_total": batch.rejected_total} if unlisted else {}
+                return WebhookResponse(202, {**response.body, "rejected": rejected, **total}, response.headers)
             return response
 
     async def _dispatch(self, events: list[CallEvent], caller: Caller, sink: CallEventSink | None,
@@ -195,7 +199,7 @@ class Webhook:
             log.info("duplicate incoming-call notification ignored")
             return
         if call.tenant_id and call.tenant_id.lower() != caller.tenant_id:
-            log.warning("call tenant %s differs from the token's; acting for the token's tenant", call.tenant_id)
+            log.warning("call tenant %r differs from the token's; acting for the token's tenant", call.tenant_id[:100])
         telemetry.emit("call.incoming", caller_kind=call.source.kind, caller=mask(call.source),
                        target_kind=call.targets[0].kind if call.targets else None,
                        policy_recording=call.is_policy_recording or None)
@@ -284,8 +288,36 @@ class Webhook:
             log.exception("starting the call's session failed: rejecting it busy rather than answering to silence")
             await control.reject(call.call_id, reason="busy", deadline=deadline)
             return Reject("busy", decision.rule)
-        await control.answer(call.call_id, media=prefetch(bundle, await flows.prompts_url()), deadline=deadline)
+        media = prefetch(bundle, await flows.prompts_url())
+        try:
+            await control.answer(call.call_id, media=media, deadline=deadline)
+        except GraphError as exc:
+            if not (_uncertain(exc) and self._clock() < deadline):
+                await self._reject_quietly(control, call.call_id, deadline)
+                raise
+            # A 5xx or no answer at all: Graph may not have got it, or may have answered and lost the reply.
+            # Answering again is safe (Graph refuses a second answer) and serves the caller.
+            log.warning("answering failed (%s); answering once more", exc)
+            try:
+                await control.answer(call.call_id, media=media, deadline=deadline)
+            except GraphError:
+                # The session already runs. Without an answer the caller would ring on until Graph gives up:
+                # reject; if that fails too, the session's bounded wait finds the call still incoming once
+                # the answer window has passed and rejects it then (calling/watch.py), or finds it answered
+                # after all and runs the flow.
+                await self._reject_quietly(control, call.call_id, deadline)
+                raise
         return decision
+
+    async def _reject_quietly(self, control: CallControl, call_id: str, deadline: float) -> None:
+        for attempt in (1, 2):
+            try:
+                await control.reject(call_id, reason="busy", deadline=deadline)
+                return
+            except GraphError as exc:
+                if attempt == 2 or not _uncertain(exc) or self._clock() >= deadline:
+                    log.warning("rejecting the call after its failed answer failed too: %s", exc)
+                    return
 
     async def _hand_off(self, call: IncomingCall, decision: HandOff, control: CallControl, caller: Caller,
                         deadline: float, received: float, received_at: datetime) -> HandOff | None:
@@ -317,11 +349,20 @@ class Webhook:
         return {"@odata.type": "#microsoft.graph.inviteNewBotResponse", "inviteUri": self._settings.callback_uri}
 
 
+def _uncertain(exc: GraphError) -> bool:
+    """A failure after which Graph may or may not have done it: a 5xx, a timeout, no answer at all."""
+    return exc.status is None or exc.status >= 500 or exc.status == 408
+
+
 def mask(party: Party) -> str | None:
-    """A caller for telemetry: a phone number loses its last four digits (PII); other ids are kept."""
-    if party.kind == "phone" and party.id:
-        return party.id[:-4] + "****" if len(party.id) > 6 else "****"
-    return party.id
+    """A caller for telemetry: a phone number loses its last four digits (PII); other ids are kept. Whatever
+    is not plain printable ASCII is escaped, so a caller id cannot forge a log line or break a log handler."""
+    shown = party.id
+    if party.kind == "phone" and shown:
+        shown = shown[:-4] + "****" if len(shown) > 6 else "****"
+    if shown is not None and not (shown.isascii() and shown.isprintable()):
+        shown = ascii(shown[:100])[1:-1]
+    return shown
 
 
 def _error(status: int, kind: str, reason: str) -> WebhookResponse:

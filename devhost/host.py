@@ -152,6 +152,10 @@ class DevHost:
         record = self._engine.get(instance_id)
         return management.status_payload(record) if record else None
 
+    def instances(self) -> list[dict[str, Any]]:
+        """Every instance's status, as `status` gives it (the management API lists the same)."""
+        return [management.status_payload(record) for record in self._engine.instances()]
+
     def history(self, instance_id: str) -> list[dict[str, Any]]:
         """The current execution's history as recorded, EventType as a name ("TaskScheduled")."""
         return history.readable(self._engine.events(instance_id))

@@ -8,13 +8,16 @@ Azure; the calling webhook is the only anonymous route. Every answer is JSON, ne
     POST   /api/outbound/meetings     {"join_url" | "meeting_id"+"passcode", "flow"}  -> 202 {"callId", "statusUri"}
     GET    /api/outbound/calls/{id}   -> 200 the session's status (?transcript=true: and its timeline), or 404
     DELETE /api/outbound/calls/{id}   -> 204 hung up, or 404 when Graph says the call is gone
+
+The POSTs take an `Idempotency-Key` header: a retry with the same key gets the first answer, not a second call
+(calling/idempotency.py; docs/flows.md "Retrying safely").
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import azure.durable_functions as df
@@ -38,7 +41,7 @@ STATUS_PATH = "/api/outbound/calls/"
 async def place_call(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     from calling import outbound  # the core loads on first use, not with the app (cold start)
 
-    return await _place(req, client, lambda data, app: outbound.parse_place_call(
+    return await _place(req, client, "outbound/calls", lambda data, app: outbound.parse_place_call(
         data, flows=app.flows, default_instance=app.settings.bot_instance_id))
 
 
@@ -47,7 +50,8 @@ async def place_call(req: func.HttpRequest, client: df.DurableOrchestrationClien
 async def join_meeting(req: func.HttpRequest, client: df.DurableOrchestrationClient) -> func.HttpResponse:
     from calling import outbound
 
-    return await _place(req, client, lambda data, app: outbound.parse_join_meeting(data, flows=app.flows))
+    return await _place(req, client, "outbound/meetings",
+                        lambda data, app: outbound.parse_join_meeting(data, flows=app.flows))
 
 
 @bp.route(route="outbound/calls/{id}", methods=["GET", "DELETE"], auth_level=func.AuthLevel.FUNCTION)
@@ -70,27 +74,29 @@ async def outbound_call(req: func.HttpRequest, client: df.DurableOrchestrationCl
         return _json(500, {"error": "internal", "reason": "unexpected error; see the logs"})
 
 
-async def _place(req: func.HttpRequest, client: df.DurableOrchestrationClient,
+async def _place(req: func.HttpRequest, client: df.DurableOrchestrationClient, route: str,
                  parse: Callable[[Any, runtime.Runtime], outbound.Outbound]) -> func.HttpResponse:
     from calling import outbound
+    from calling.idempotency import HEADER
 
     try:
         app = runtime.get()
     except runtime.NotConfigured:
         return _not_configured()
+
+    def place(request: outbound.Outbound) -> Awaitable[outbound.Placed]:
+        return outbound.place(request, control=app.calls.for_tenant(), flows=app.flows, sink=DurableEventSink(client),
+                              now=app.now(), app_id=app.settings.bot_app_id)
+
     try:
-        request = parse(outbound.read_json(req.get_body()), app)
-        placed = await outbound.place(request, control=app.calls.for_tenant(), flows=app.flows,
-                                      sink=DurableEventSink(client), now=app.now(), app_id=app.settings.bot_app_id)
-    except outbound.Refusal as exc:
-        return _json(exc.status, exc.body())
-    except GraphError as exc:
-        return _json(*outbound.graph_failure(exc))
+        answer = await outbound.answer_place(
+            req.get_body(), req.headers.get(HEADER), route=route, parse=lambda data: parse(data, app), place=place,
+            status_url=lambda call_id: f"{app.settings.public_url}{STATUS_PATH}{call_id}", keys=app.idempotency,
+            now=app.now, key_ttl=app.settings.idempotency_key_ttl)
     except Exception:
         log.exception("placing the outbound call failed unexpectedly")
         return _json(500, {"error": "internal", "reason": "unexpected error; see the logs"})
-    status_uri = f"{app.settings.public_url}{STATUS_PATH}{placed.call_id}"
-    return _json(202, {"callId": placed.call_id, "statusUri": status_uri}, headers={"Location": status_uri})
+    return _json(answer.status, answer.body or {}, headers=answer.headers)
 
 
 async def _status(client: df.DurableOrchestrationClient, call_id: str, *, transcript: bool) -> func.HttpResponse:

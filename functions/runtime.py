@@ -19,11 +19,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from calling.config import ConfigError, Settings
+from calling.config import ConfigError, Settings, is_loopback_url
 
 if TYPE_CHECKING:
     from calling.graphclient import CallControls
     from calling.handoff import HandoffTransport
+    from calling.idempotency import KeyStore
     from calling.prompt_links import PromptLinks
     from calling.recordings import RecordingStore
     from calling.session import FlowLibrary
@@ -42,6 +43,8 @@ class Runtime:
     recordings: RecordingStore | None
     #: The app's clock for call facts (a flow's start time): the local host's virtual clock in tests.
     now: Callable[[], datetime]
+    #: Where outbound requests' Idempotency-Keys are kept (Blob Storage, or this process's memory).
+    idempotency: KeyStore
 
 
 class NotConfigured(Exception):
@@ -80,7 +83,7 @@ def build(env: Mapping[str, str], *, now: Callable[[], datetime] | None = None) 
     recordings = _recordings(settings)
     webhook = Webhook(settings=settings, authenticator=authenticator, router=router, calls=calls, handoff=handoff,
                       flows=flows, now=now or _utcnow)
-    return Runtime(settings, webhook, calls, handoff, flows, recordings, now or _utcnow)
+    return Runtime(settings, webhook, calls, handoff, flows, recordings, now or _utcnow, _idempotency(settings))
 
 
 def _recordings(settings: Settings) -> RecordingStore | None:
@@ -94,6 +97,21 @@ def _recordings(settings: Settings) -> RecordingStore | None:
         url = settings.recordings_container_url
         return BlobStore(url, storage_credential(url, settings))
     return FolderStore(Path(settings.recordings_dir)) if settings.recordings_dir else None
+
+
+def _idempotency(settings: Settings) -> KeyStore:
+    """Blob Storage when IDEMPOTENCY_CONTAINER_URL is set (Azure, or Azurite locally), else this process's memory."""
+    from calling.idempotency import BlobKeyStore, MemoryKeyStore
+
+    if settings.idempotency_container_url:
+        from calling.credentials import storage_credential
+
+        url = settings.idempotency_container_url
+        return BlobKeyStore(url, storage_credential(url, settings))
+    if not is_loopback_url(settings.graph_base_url):
+        log.warning("IDEMPOTENCY_CONTAINER_URL is not set: Idempotency-Keys of outbound requests are kept in this "
+                    "process only, so a retry reaching another instance could place a second call")
+    return MemoryKeyStore()
 
 
 def _prompt_links(settings: Settings, now: Callable[[], datetime] | None) -> PromptLinks | None:

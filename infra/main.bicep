@@ -240,6 +240,7 @@ module functionApp 'modules/functionapp.bicep' = {
     deploymentContainerName: storage.outputs.deploymentContainerName
     promptsContainerName: storage.outputs.promptsContainerName
     recordingsContainerName: storage.outputs.recordingsContainerName
+    idempotencyContainerName: storage.outputs.idempotencyContainerName
     applicationInsightsName: monitoring.outputs.applicationInsightsName
     instanceMemoryMB: instanceMemoryMB
     maximumInstanceCount: maximumInstanceCount

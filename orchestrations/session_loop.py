@@ -14,16 +14,17 @@ import json
 import logging
 from collections import deque
 from collections.abc import Generator, Mapping
-from datetime import timedelta
+from dataclasses import replace
+from datetime import datetime, timedelta
 from typing import Any
 
 import azure.durable_functions as df
 
-from calling import consult, telemetry
+from calling import consult, telemetry, watch
 from calling.actions import CONSULT_END, CONSULT_HAND_OVER
+from calling.flows import State, step
 from calling.flows import commands as c
 from calling.flows import events as e
-from calling.flows import step
 from calling.flows.model import PromptFile
 from calling.session import (
     KEEPALIVE_EVERY,
@@ -40,6 +41,8 @@ from functions import runtime
 from orchestrations.call_session import ACTIVITY, EVENTS_PER_EXECUTION, RETRY
 
 log = logging.getLogger("orchestrations.call_session")
+#: session.looks key of a stray second call already hung up.
+STRAY = "stray:"
 
 
 class DeferredEvents(dict[Any, Any]):
@@ -82,8 +85,12 @@ def run(context: df.DurableOrchestrationContext) -> Generator[Any, Any, Any]:
         return (yield from _end_unrunnable(context, session, problem))
     state = session.state
     queue: list[c.Command] = list(session.commands)
+    start = context.current_utc_datetime
     if KEEPALIVE_REF not in session.timers:
-        session.start_timer(KEEPALIVE_REF, context.current_utc_datetime + KEEPALIVE_EVERY)
+        session.start_timer(KEEPALIVE_REF, start + KEEPALIVE_EVERY)
+    if state.phase == "running" and not state.established and watch.ESTABLISH not in session.looks:
+        session.looks[watch.ESTABLISH] = 0
+        session.start_timer(watch.ESTABLISH, start + watch.ESTABLISH_WAIT)
     handled = 0
     waiting_for_graph: Any = None
     while True:
@@ -102,15 +109,28 @@ def run(context: df.DurableOrchestrationContext) -> Generator[Any, Any, Any]:
                 log.error("flow %s hands off mid-call; only an unanswered call can be handed off", session.flow)
             else:
                 result = yield from _act(context, session, command, bundle.prompts)
+                if isinstance(command, c.Transfer) and result.get("uncertain"):
+                    # Graph may have placed the second call: look for it before placing it again.
+                    session.consult = consult.Consult(command.ref, command.target, "", consult.PLACING,
+                                                      command.ring_timeout)
+                    session.start_timer(consult.RING_TIMER, now + timedelta(seconds=command.ring_timeout))
+                    session.start_timer(consult.PLACE_TIMER, now + consult.PLACE_LOOK)
+                    continue
                 event = failure_event(command, result, context.current_utc_datetime)
                 if event is not None:
                     followups.append(event)
                 elif isinstance(command, c.Transfer) and result.get("consult_call_id"):
-                    session.consult = consult.Consult(command.ref, command.target, str(result["consult_call_id"]))
+                    session.consult = consult.Consult(command.ref, command.target, str(result["consult_call_id"]),
+                                                      ring_timeout=command.ring_timeout)
                     session.start_timer(consult.RING_TIMER, now + timedelta(seconds=command.ring_timeout))
+                elif isinstance(command, c.Play | c.Record | c.Invite) and result.get("operation"):
+                    session.ops[command.ref] = str(result["operation"])
+                    if isinstance(command, c.Record):
+                        session.start_timer(f"{watch.RECORDING}:{command.ref}", now + watch.RECORDING_POLL)
         queue = []
         if state.phase == "ended":
             return {"node": state.node, "left": state.left}
+        _arm_watches(session, state, context.current_utc_datetime)
         if followups:
             events = followups
         else:
@@ -123,8 +143,16 @@ def run(context: df.DurableOrchestrationContext) -> Generator[Any, Any, Any]:
             if winner is waiting_for_graph:
                 if timer is not None and not timer.is_completed:
                     timer.cancel()
-                mine, second = consult.split(_notifications(waiting_for_graph.result), session.call_id,
-                                             session.consult)
+                mine, second, others = consult.split(_notifications(waiting_for_graph.result), session.call_id,
+                                                     session.consult)
+                if session.consult is not None and session.consult.stage == consult.PLACING:
+                    session.consult, adopted, others = consult.adopt(session.consult, others)
+                    if adopted:
+                        session.timers.pop(consult.PLACE_TIMER, None)
+                        second = adopted + second
+                for stray in consult.strays_to_end(others, ended=_strays(session)):
+                    session.looks[f"{STRAY}{stray}"] = 1  # an extra copy of a second call: hang it up, once
+                    yield from _act(context, session, {"type": CONSULT_END, "consult_call_id": stray, "target": ""})
                 events = []
                 if second and session.consult is not None:
                     events += yield from _consult(context, session, consult.on_notifications(session.consult,
@@ -135,17 +163,30 @@ def run(context: df.DurableOrchestrationContext) -> Generator[Any, Any, Any]:
                 events = []
                 for ref in session.pop_due(now):
                     if ref == KEEPALIVE_REF:
-                        yield from _act(context, session, None)
-                        session.start_timer(KEEPALIVE_REF, now + KEEPALIVE_EVERY)
+                        if state.phase != "leaving":  # a call the flow is done with gets none (watch.LEAVE)
+                            yield from _act(context, session, None)
+                            session.start_timer(KEEPALIVE_REF, now + KEEPALIVE_EVERY)
+                    elif ref == watch.ESTABLISH:
+                        events += yield from _look_established(context, session, state, now)
+                    elif ref == watch.LEAVE:
+                        events += yield from _look_left(context, session, state, now)
                     elif ref == consult.RING_TIMER and session.consult is not None:
-                        events += yield from _consult(context, session, consult.on_ring_timeout(session.consult, now))
+                        events += yield from _ring_timeout(context, session, now)
+                    elif ref == consult.PLACE_TIMER and session.consult is not None:
+                        events += yield from _place_again(context, session, now)
+                    elif ref.startswith(f"{watch.RECORDING}:"):
+                        events += yield from _look_recording(context, session, state, now, ref)
                     else:
+                        if ref == state.timer:
+                            events += yield from _look_before_guard(context, session, state, now)
                         events.append(e.TimerFired(at=now, ref=ref))
         for event in events:
             state, commands = step(bundle, state, event)
             queue.extend(commands)
         if session.consult is not None:
             yield from _consult(context, session, consult.on_engine(session.consult, state.op, state.left))
+        for ref in [r for r in session.ops if r not in (state.play, state.op)]:
+            del session.ops[ref]  # no longer awaited: its completion, if it ever comes, changes nothing
         handled += len(events)
         context.set_custom_status({"node": state.node, "phase": state.phase, "flow": state.flow})
         if handled >= EVENTS_PER_EXECUTION and waiting_for_graph is None and state.phase != "ended":
@@ -155,6 +196,142 @@ def run(context: df.DurableOrchestrationContext) -> Generator[Any, Any, Any]:
             return None
 
 
+def _arm_watches(session: Session, state: State, now: datetime) -> None:
+    """Start the bounded waits the state calls for (calling/watch.py); drop those it no longer needs."""
+    if state.established:
+        session.timers.pop(watch.ESTABLISH, None)
+    if state.phase == "leaving" and watch.LEAVE not in session.looks:
+        session.looks[watch.LEAVE] = 0
+        wait = watch.LEAVE_AFTER_TRANSFER if state.left in ("transfer", "redirect") else watch.LEAVE_WAIT
+        session.start_timer(watch.LEAVE, now + wait)
+        session.timers.pop(KEEPALIVE_REF, None)
+
+
+def _look_established(context: df.DurableOrchestrationContext, session: Session, state: State,
+                      now: datetime) -> Generator[Any, Any, list[e.Event]]:
+    """Answered, but `established` never came: ask Graph; reject a call still ringing, hang up a stuck one."""
+    if state.established or state.phase != "running":
+        return []
+    result = yield from _act(context, session, watch.call_request(session.call_id))
+    events = translate(watch.call_notifications(session.call_id, result), state, now)
+    if any(isinstance(ev, e.CallEstablished | e.CallEnded) for ev in events):
+        return events
+    looks = session.looks[watch.ESTABLISH] = session.looks.get(watch.ESTABLISH, 0) + 1
+    status = watch.call_status(result)
+    never_answered = status == "incoming" and watch.establish_waited(looks) > watch.ANSWER_WINDOW
+    if never_answered or looks >= watch.ESTABLISH_LOOKS:
+        _note(context, session, "call.not_established", status=status, looks=looks)
+        yield from _act(context, session, watch.reject_request() if status == "incoming"
+                        else c.HangUp(reason="not_established"))
+        _let_go(session, now, "not_established")
+        return events
+    session.start_timer(watch.ESTABLISH, now + watch.ESTABLISH_AGAIN)
+    return events
+
+
+def _let_go(session: Session, now: datetime, reason: str) -> None:
+    """The session ended a call the flow did not: no more keepAlive; look after LEAVE_WAIT, as after a hang-up."""
+    session.closing = reason
+    session.looks.setdefault(watch.LEAVE, 0)
+    session.start_timer(watch.LEAVE, now + watch.LEAVE_WAIT)
+    session.timers.pop(KEEPALIVE_REF, None)
+    session.timers.pop(watch.ESTABLISH, None)
+
+
+def _look_left(context: df.DurableOrchestrationContext, session: Session, state: State,
+               now: datetime) -> Generator[Any, Any, list[e.Event]]:
+    """The bot let go of the call and `terminated` never came: ask Graph, hang up again, then give up."""
+    result = yield from _act(context, session, watch.call_request(session.call_id))
+    events = translate(watch.call_notifications(session.call_id, result), state, now)
+    if any(isinstance(ev, e.CallEnded) for ev in events):
+        return events
+    looks = session.looks[watch.LEAVE] = session.looks.get(watch.LEAVE, 0) + 1
+    if looks > watch.MAX_HANG_UPS:
+        _note(context, session, "call.hangup_failed", status=watch.call_status(result), hang_ups=looks - 1,
+              reason=session.closing or state.left or None)
+        return [e.CallEnded(at=now, code=None, subcode=None, reason="hangup_refused")]
+    yield from _act(context, session, c.HangUp(reason="not_ended"))
+    session.start_timer(watch.LEAVE, now + watch.LEAVE_WAIT)
+    return [ev for ev in events if not isinstance(ev, e.CallEstablished)]
+
+
+def _look_before_guard(context: df.DurableOrchestrationContext, session: Session, state: State,
+                       now: datetime) -> Generator[Any, Any, list[e.Event]]:
+    """The engine's guard timer for a prompt, recording or transfer is due: ask Graph how it ended first."""
+    awaited = state.play if state.stage == "prompt" else state.op if state.stage == "op" else ""
+    if awaited.startswith("transfer") and session.consult is None:
+        result = yield from _act(context, session, watch.call_request(session.call_id))
+        return translate(watch.call_notifications(session.call_id, result), state, now)
+    operation = session.ops.get(awaited) if awaited else None
+    if operation is None:
+        return []
+    result = yield from _act(context, session, watch.operation_request(operation))
+    return translate(watch.operation_notifications(session.call_id, operation, awaited, result), state, now)
+
+
+def _look_recording(context: df.DurableOrchestrationContext, session: Session, state: State, now: datetime,
+                    timer: str) -> Generator[Any, Any, list[e.Event]]:
+    """A recording is still awaited: has Graph finished it (and its notification been lost)?"""
+    ref = timer.split(":", 2)[-1]
+    operation = session.ops.get(ref)
+    if ref != state.op or operation is None:
+        return []
+    result = yield from _act(context, session, watch.operation_request(operation))
+    events = translate(watch.operation_notifications(session.call_id, operation, ref, result), state, now)
+    if not events:
+        session.start_timer(timer, now + watch.RECORDING_POLL)
+    return events
+
+
+def _ring_timeout(context: df.DurableOrchestrationContext, session: Session,
+                  now: datetime) -> Generator[Any, Any, list[e.Event]]:
+    """The consult target rang out: unless Graph says its `established` was lost, give up on it."""
+    second = session.consult
+    assert second is not None
+    decided = consult.Step(second)
+    if second.call_id:
+        result = yield from _act(context, session, watch.call_request(second.call_id))
+        decided = consult.on_notifications(second, watch.call_notifications(second.call_id, result), now)
+    if decided == consult.Step(second):
+        decided = consult.on_ring_timeout(second, now)
+    return (yield from _consult(context, session, decided))
+
+
+def _place_again(context: df.DurableOrchestrationContext, session: Session,
+                 now: datetime) -> Generator[Any, Any, list[e.Event]]:
+    """Placing the second call was uncertain and no such call has written since: place it once more."""
+    second = session.consult
+    if second is None or second.stage != consult.PLACING:
+        return []
+    if second.placements >= consult.MAX_PLACEMENTS:
+        session.consult = None
+        session.timers.pop(consult.RING_TIMER, None)
+        return [e.TransferOutcome(at=now, ref=second.ref, outcome="failed", code=None)]
+    result = yield from _act(context, session, second.command())
+    again = replace(second, placements=second.placements + 1)
+    if result.get("consult_call_id"):
+        session.consult = replace(again, call_id=str(result["consult_call_id"]), stage=consult.RINGING)
+    elif result.get("uncertain"):
+        session.consult = again
+        session.start_timer(consult.PLACE_TIMER, now + consult.PLACE_LOOK)
+    else:
+        session.consult = None
+        session.timers.pop(consult.RING_TIMER, None)
+        return [e.TransferOutcome(at=now, ref=second.ref, outcome="failed", code=result.get("status"))]
+    return []
+
+
+def _strays(session: Session) -> list[str]:
+    return [key.removeprefix(STRAY) for key in session.looks if key.startswith(STRAY)]
+
+
+def _note(context: df.DurableOrchestrationContext, session: Session, name: str, **facts: Any) -> None:
+    if not context.is_replaying:
+        log.warning("call %s: %s %s", session.call_id, name, facts)
+        with telemetry.correlation(call_id=session.call_id, tenant_id=session.tenant_id):
+            telemetry.emit(name, flow=session.flow, **facts)
+
+
 def _consult(context: df.DurableOrchestrationContext, session: Session,
              decided: consult.Step) -> Generator[Any, Any, list[e.Event]]:
     """Carry out a consultative transfer's step (calling/consult.py decided it); the engine events it yields."""
@@ -162,6 +339,7 @@ def _consult(context: df.DurableOrchestrationContext, session: Session,
     session.consult = decided.consult
     if decided.consult is None or decided.hand_over:
         session.timers.pop(consult.RING_TIMER, None)
+        session.timers.pop(consult.PLACE_TIMER, None)
     if second is None:
         return []
     ids = {"consult_call_id": second.call_id, "target": second.target}
@@ -173,7 +351,7 @@ def _consult(context: df.DurableOrchestrationContext, session: Session,
             session.consult = None
             yield from _act(context, session, {"type": CONSULT_END, **ids})
             events.append(e.TransferOutcome(at=now, ref=second.ref, outcome="failed", code=result.get("status")))
-    if decided.hang_up:
+    if decided.hang_up and second.call_id:  # a call never known ends as a stray, when it writes
         yield from _act(context, session, {"type": CONSULT_END, **ids})
     return events
 

@@ -116,17 +116,22 @@ class Outbox:
             queue.sending = False
             self._sim.clock.leave()
 
+    def headers(self, tenant_id: str, chain_id: str) -> dict[str, str]:
+        """The headers of one POST to the bot: a fresh RS256 token from the simulator's signer (aud = the bot's
+        app id, iss = api.botframework.com, tid = `tenant_id`) and the platform's correlation headers."""
+        token = self._sim.signer.token(aud=self._sim.bot.app_id, tid=tenant_id)
+        return {"Authorization": f"Bearer {token}", "Content-Type": "application/json",
+                "User-Agent": "Microsoft-Skype/3.0,(Calling/1.0) teams-calling-simulator",
+                "X-Microsoft-Skype-Chain-ID": chain_id,
+                "X-Microsoft-Skype-Message-ID": str(uuid.uuid4()),
+                "Scenario-ID": str(uuid.uuid4())}
+
     async def _send(self, batch: list[Pending]) -> None:
         sim = self._sim
         call = batch[0].call
         body = json.dumps({"@odata.type": "#microsoft.graph.commsNotifications",
                            "value": [p.notification for p in batch]}).encode()
-        token = sim.signer.token(aud=sim.bot.app_id, tid=call.tenant_id)
-        headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json",
-                   "User-Agent": "Microsoft-Skype/3.0,(Calling/1.0) teams-calling-simulator",
-                   "X-Microsoft-Skype-Chain-ID": call.chain_id,
-                   "X-Microsoft-Skype-Message-ID": str(uuid.uuid4()),
-                   "Scenario-ID": str(uuid.uuid4())}
+        headers = self.headers(call.tenant_id, call.chain_id)
         self.posts += 1
         marks = []
         for pending in batch:

@@ -86,7 +86,7 @@ class GraphApi:
         action = _action(request.method, path)
         call = self._call_of(path)
         fault = self.sim.faults.take_graph(action)
-        if fault is not None:
+        if fault is not None and not fault.applied:
             if call is not None:
                 self.sim.note(call, f"fault: {action} answered "
                               + (f"{fault.status}" if fault.status else f"slowly ({fault.delay:g} s)"))
@@ -116,6 +116,11 @@ class GraphApi:
             return graph_error(exc.status, exc.code, exc.message, client_request_id=client_id)
         if call is not None:
             _tag(call, mark, f"{request.method} {action} {status}", body, self.sim.now())
+        if fault is not None and fault.applied:  # done, but the bot is told it failed
+            if call is not None:
+                self.sim.note(call, f"fault: {action} carried out, answered {fault.status}")
+            return graph_error(fault.status, "ServiceUnavailable", f"Injected fault on {action} (carried out).",
+                               client_request_id=client_id)
         headers = {"request-id": str(uuid.uuid4()), "client-request-id": client_id or ""}
         if isinstance(payload, dict) and payload.get("id") and call is not None:
             suffix = "" if payload.get("@odata.type") == "#microsoft.graph.call" else f"/operations/{payload['id']}"
@@ -144,6 +149,7 @@ class GraphApi:
         parts = rest.split("/") if rest else []
         if not parts:
             if method == "GET":
+                sim.note(call, f"bot asks for the call (it is {call.state})", "from-bot")
                 return 200, call.to_json(), call
             if method == "DELETE":
                 sim.graph_hang_up(call)
@@ -161,6 +167,7 @@ class GraphApi:
             op = call.operations.get(parts[1])
             if op is None:
                 raise GraphHttpError(404, "itemNotFound", f"Operation {parts[1]} was not found.")
+            sim.note(call, f"bot asks for operation {parts[1][:8]} (it is {op.get('status')})", "from-bot")
             return 200, op, call
         elif len(parts) == 1 and method == "POST":
             return self._action(call, parts[0], body)

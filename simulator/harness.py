@@ -22,10 +22,11 @@ import threading
 from collections.abc import Callable, Coroutine, Mapping
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
+from simulator import watchdog
 from simulator.calls import Heard, Leg, Recording, SimCall
 from simulator.clock import DEFAULT_EPOCH, Clock, RealClock, Stuck, VirtualClock
 from simulator.core import Bot, Meeting, Simulator
@@ -33,6 +34,7 @@ from simulator.directory import Directory, Outcome
 from simulator.faults import Faults, GraphFault, NotificationFault
 from simulator.server import SimulatorServer
 from simulator.transcript import Transcript, render_all
+from simulator.watchdog import Violation
 
 T = TypeVar("T")
 
@@ -47,6 +49,15 @@ DEFAULT_WITHIN = 300.0
 
 class ExpectationFailed(AssertionError):
     """An expectation was not met; the message carries the call's transcript."""
+
+
+@dataclass(frozen=True)
+class Reply:
+    """What the bot answered to a POST: its status, Content-Type (without parameters) and raw body."""
+
+    status: int
+    content_type: str
+    body: bytes
 
 
 @dataclass(frozen=True)
@@ -86,6 +97,10 @@ class Simulation:
     #: Replay every orchestration once more after each step and fail on nondeterminism (devhost's check).
     #: Off: production-like cost per step, for long calls.
     replay_check: bool = True
+    #: On leaving the `with` block, check no call was left in silence and no session outlives its call
+    #: (simulator/watchdog.py; it runs the clock a few minutes on, so only on the virtual clock).
+    #: Off only for a test of the watchdog itself, or where the caller checks (`check_calls()`).
+    watchdog: bool = True
 
     def __post_init__(self) -> None:
         start = self.starts_at or DEFAULT_EPOCH
@@ -189,8 +204,40 @@ class Simulation:
     def __enter__(self) -> Simulation:
         return self.start()
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, kind: type[BaseException] | None, *exc: object) -> None:
+        try:
+            check = kind is None and self.watchdog and not self.real_time and self._loop is not None
+            violations = self.check_calls() if check else []
+        finally:
+            report = self.transcript() if kind is None and self._loop is not None else ""
+            self.close()
+        if violations:
+            raise ExpectationFailed("the watchdog found calls left in silence or sessions left running:\n  "
+                                    + "\n  ".join(map(str, violations)) + "\n\n" + report)
+
+    def check_calls(self) -> list[Violation]:
+        """The watchdog (simulator/watchdog.py): let the clock run watchdog.SETTLE seconds on and check every
+        call and session; then every caller still on the line hangs up, and after watchdog.GRACE more seconds
+        every session must have ended."""
+        self.wait(watchdog.SETTLE)
+        found = self._check()
+        self._do(self._callers_hang_up)
+        self.wait(watchdog.GRACE)
+        return found + [v for v in self._check() if v not in found]
+
+    def _callers_hang_up(self) -> None:
+        for call in list(self.simulator.calls.values()):
+            if not call.ended and call.direction == "incoming":
+                self.simulator.hang_up(call)
+
+    def _check(self) -> list[Violation]:
+        async def read() -> tuple[list[SimCall], list[dict[str, Any]], float, datetime]:
+            elapsed = self.clock.elapsed()
+            return (list(self.simulator.calls.values()), self._host.instances(), elapsed,
+                    self.clock.now() - timedelta(seconds=elapsed))
+
+        calls, sessions, now, epoch = self._run(read())
+        return watchdog.check(calls, sessions, now=now, epoch=epoch)
 
     # -- running things on the simulation's loop --------------------------------------------------
 
@@ -291,6 +338,22 @@ class Simulation:
                     return response.status, await response.json(content_type=None) if text else None
                 except ValueError:
                     return response.status, text
+
+        return self._run(send())
+
+    def post_notification(self, body: bytes, *, path: str = "/api/calls", tenant_id: str | None = None,
+                          chain_id: str = "sim-chain") -> Reply:
+        """POST `body`, byte for byte, to the bot's calling webhook, signed as the simulator signs every
+        notification (its outbox's headers: a fresh RS256 token for `tenant_id`, default the bot's tenant).
+        For what no simulated call would send: hand-made or fuzzed bodies."""
+        import aiohttp
+
+        async def send() -> Reply:
+            sim = self.simulator
+            headers = sim.outbox.headers(tenant_id or self.tenant_id, chain_id)
+            async with self.clock.busy(), sim.session.post(f"{self.bot.url}{path}", data=body, headers=headers,
+                                                            timeout=aiohttp.ClientTimeout(total=30)) as response:
+                return Reply(response.status, response.content_type, await response.read())
 
         return self._run(send())
 

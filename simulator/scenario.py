@@ -280,7 +280,8 @@ def run_scenario(scenario: Scenario, *, real_time: bool | None = None, settings:
 
     sim = Simulation(settings={**scenario.settings, **(settings or {})},
                      real_time=scenario.real_time if real_time is None else real_time,
-                     directory=scenario.directory, faults=scenario.faults, sim_port=ports[0], host_port=ports[1])
+                     directory=scenario.directory, faults=scenario.faults, sim_port=ports[0], host_port=ports[1],
+                     watchdog=False)
     with sim:
         for thread, organizer, attendees in scenario.meetings:
             sim.meeting(thread, organizer, attendees)
@@ -304,10 +305,15 @@ def run_scenario(scenario: Scenario, *, real_time: bool | None = None, settings:
             sim.wait(0.5)  # the bot stores the last recording after the call's end
         stored = [(str(p.relative_to(sim.recordings_dir)), p.stat().st_size)
                   for p in sorted(sim.recordings_dir.rglob("*.wav"))]
+        watchdog = []
+        if failed is None and not sim.real_time:  # the watchdog, as for every test (simulator/watchdog.py)
+            watchdog = sim.check_calls()
+            if watchdog:
+                message = f"{scenario.file}: the watchdog found: " + "; ".join(map(str, watchdog))
         transcripts = sim.transcripts()
     text = "\n\n".join(t.render() for t in transcripts)
     data = [t.to_json() for t in transcripts]
-    return Outcome(failed is None, failed, message, text, data, stored)
+    return Outcome(failed is None and not watchdog, failed, message, text, data, stored)
 
 
 def _perform(call: Any, step: Step) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -111,3 +112,20 @@ def test_blob_containers_for_recordings_and_prompts() -> None:
                       "PROMPTS_CONTAINER_URL": "https://acct.blob.core.windows.net/a/b/c"})
     assert any(p.startswith("RECORDINGS_CONTAINER_URL must use https") for p in found), found
     assert any(p.startswith("PROMPTS_CONTAINER_URL must be a Blob container URL") for p in found), found
+
+
+def test_the_idempotency_key_store_and_lifetime() -> None:
+    s = Settings.from_env(BASE)
+    assert (s.idempotency_container_url, s.idempotency_key_ttl) == (None, timedelta(hours=24))
+    s = Settings.from_env({**BASE, "IDEMPOTENCY_CONTAINER_URL": "https://acct.blob.core.windows.net/idempotency/",
+                           "IDEMPOTENCY_KEY_TTL_HOURS": "1.5"})
+    assert s.idempotency_container_url == "https://acct.blob.core.windows.net/idempotency"
+    assert s.idempotency_key_ttl == timedelta(minutes=90)
+    found = problems({**BASE, "IDEMPOTENCY_CONTAINER_URL": "https://acct.blob.core.windows.net/",
+                      "IDEMPOTENCY_KEY_TTL_HOURS": "0.1"})
+    assert any(p.startswith("IDEMPOTENCY_CONTAINER_URL must be a Blob container URL") for p in found), found
+    assert "IDEMPOTENCY_KEY_TTL_HOURS must be between 1 and 168, got '0.1'" in found
+    assert "IDEMPOTENCY_KEY_TTL_HOURS must be a number, got 'a day'" in problems(
+        {**BASE, "IDEMPOTENCY_KEY_TTL_HOURS": "a day"})
+    assert "IDEMPOTENCY_KEY_TTL_HOURS must be between 1 and 168, got '169'" in problems(
+        {**BASE, "IDEMPOTENCY_KEY_TTL_HOURS": "169"})

@@ -25,15 +25,16 @@ def test_split_keeps_the_order_of_each_call() -> None:
     a1, b1, a2 = update("call-caller", "established"), update("call-second", "establishing"), \
         update("call-caller", "terminated")
     legacy = {"changeType": "updated", "resource": "/app/calls/call-second", "resourceData": {}}
-    mine, second = consult.split([a1, b1, a2, legacy], "call-caller", SECOND)
-    assert mine == [a1, a2] and second == [b1, legacy]
+    mine, second, others = consult.split([a1, b1, a2, legacy], "call-caller", SECOND)
+    assert mine == [a1, a2] and second == [b1, legacy] and others == []
 
 
 def test_a_finished_second_calls_late_notifications_are_not_the_callers() -> None:
     """The bot hung up its second call on a ring timeout; its terminating/terminated come afterwards."""
     late = [update("call-second", "terminating"), update("call-second", "terminated")]
     own = update("call-caller", "established")
-    assert consult.split([*late, own], "call-caller", None) == ([own], [])
+    assert consult.split([*late, own], "call-caller", None) == ([own], [], late)
+    assert consult.strays_to_end(late, ended=()) == []  # ended: nothing to hang up
 
 
 def test_the_target_answering_hands_the_caller_over() -> None:

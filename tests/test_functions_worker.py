@@ -24,8 +24,9 @@ from typing import Any
 import pytest
 
 from calling.flows import load_bundle
-from calling.session import KEEPALIVE_EVERY, Session, open_call
+from calling.session import Session, open_call
 from calling.sink import NOTIFICATION_EVENT
+from calling.watch import ESTABLISH_WAIT
 from devhost.durable import history, replay
 from devhost.durable.management import client_binding
 from tests.functions_worker import layout
@@ -184,13 +185,14 @@ def test_the_worker_runs_the_webhook_the_prompts_and_the_orchestrator(worker: Pa
     assert wav["return_value"]["http"]["status_code"] == "200"
     assert _body(wav) == prompt.read_bytes()
     assert escape["return_value"]["http"]["status_code"] == "404"
-    # Before Graph says the call is established the session waits: for a notification, or keepAlive's timer.
+    # Before Graph says the call is established the session waits: for a notification, or the bounded wait
+    # after which it asks Graph (calling/watch.py).
     state = json.loads(orchestration["return_value"]["json"])
     assert state["isDone"] is False
     [[waiting]] = state["actions"]
     event, timer = waiting["compoundActions"]
     assert event["externalEventName"] == NOTIFICATION_EVENT
-    assert history.parse_time(timer["fireAt"]) == now + KEEPALIVE_EVERY
+    assert history.parse_time(timer["fireAt"]) == now + ESTABLISH_WAIT
 
 
 @pytest.fixture(scope="module")

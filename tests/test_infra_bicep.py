@@ -209,15 +209,31 @@ def test_storage_containers_and_recording_retention() -> None:
     assert all(c["properties"]["publicAccess"] == "None" for c in containers.values())
     names = {c["name"] for c in containers.values()}
     assert {"promptsContainerName", "recordingsContainerName", "deploymentContainerName",
-            "mediaArtifactsContainerName"} <= names
+            "mediaArtifactsContainerName", "idempotencyContainerName"} <= names
     assert param_default(MODULES / "storage.bicep", "promptsContainerName") == "prompts"
     assert param_default(MODULES / "storage.bicep", "recordingsContainerName") == "recordings"
+    assert param_default(MODULES / "storage.bicep", "idempotencyContainerName") == "idempotency"
     policy = one_resource(MODULES / "storage.bicep", "Microsoft.Storage/storageAccounts/managementPolicies")
-    [rule] = policy["properties"]["policy"]["rules"]
+    rules = {r["name"]: r for r in policy["properties"]["policy"]["rules"]}
+    assert set(rules) == {"delete-recordings", "delete-idempotency-keys"}
+    rule = rules["delete-recordings"]
     assert rule["definition"]["filters"]["prefixMatch"] == ["${recordingsContainerName}/"]
     delete = rule["definition"]["actions"]["baseBlob"]["delete"]
     assert delete["daysAfterModificationGreaterThan"] == "recordingRetentionDays"
     assert isinstance(param_default(INFRA / "main.bicep", "recordingRetentionDays"), int)
+
+
+def test_idempotency_key_records_outlive_the_longest_key_lifetime() -> None:
+    """The lifecycle rule must not delete a key's record while the app still honours the key."""
+    from calling.config import MAX_IDEMPOTENCY_KEY_TTL_HOURS
+
+    policy = one_resource(MODULES / "storage.bicep", "Microsoft.Storage/storageAccounts/managementPolicies")
+    [rule] = [r for r in policy["properties"]["policy"]["rules"] if r["name"] == "delete-idempotency-keys"]
+    assert rule["definition"]["filters"]["prefixMatch"] == ["${idempotencyContainerName}/"]
+    days = rule["definition"]["actions"]["baseBlob"]["delete"]["daysAfterModificationGreaterThan"]
+    assert isinstance(days, int) and days * 24 > MAX_IDEMPOTENCY_KEY_TTL_HOURS
+    params = body(bicep(INFRA / "main.bicep")["modules"]["functionApp"])["params"]
+    assert "idempotencyContainerName" in json.dumps(params["idempotencyContainerName"])
 
 
 SECRETISH = re.compile(r"AccountKey=|SharedAccessKey=|SharedAccessSignature=|DefaultEndpointsProtocol=|"

@@ -38,6 +38,9 @@ CODE_ONLY = {
                               "something the deployment decides",
     "GRAPH_RETRY_BUDGET_SECONDS": "the 10 s default suits Graph's retry advice; answer, reject and redirect use "
                                   "the call's own deadline anyway",
+    "IDEMPOTENCY_KEY_TTL_HOURS": "the 24 h default is the common contract for Idempotency-Key (Stripe's); a "
+                                 "knob for operators, and the lifecycle rule in storage.bicep outlives any "
+                                 "accepted value",
 }
 
 #: Set by the Bicep for the platform, not read by calling/config.py: each with who reads it.
@@ -150,6 +153,7 @@ def test_the_bicep_values_pass_the_codes_validation(monkeypatch: pytest.MonkeyPa
         "BOT_PUBLIC_URL": "https://func-abc.azurewebsites.net",
         "PROMPTS_CONTAINER_URL": "https://stabc.blob.core.windows.net/prompts",
         "RECORDINGS_CONTAINER_URL": "https://stabc.blob.core.windows.net/recordings",
+        "IDEMPOTENCY_CONTAINER_URL": "https://stabc.blob.core.windows.net/idempotency",
         "APPLICATIONINSIGHTS_CONNECTION_STRING": "InstrumentationKey=00000000-0000-0000-0000-000000000000",
     }
     env: dict[str, str] = {}
@@ -186,6 +190,7 @@ def test_container_urls_point_at_the_storage_containers() -> None:
     settings = bicep_settings()
     assert settings["PROMPTS_CONTAINER_URL"] == "${storageBlobEndpoint}${promptsContainerName}"
     assert settings["RECORDINGS_CONTAINER_URL"] == "${storageBlobEndpoint}${recordingsContainerName}"
+    assert settings["IDEMPOTENCY_CONTAINER_URL"] == "${storageBlobEndpoint}${idempotencyContainerName}"
     assert settings["BOT_PUBLIC_URL"].startswith("https://${")
 
 

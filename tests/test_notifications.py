@@ -26,6 +26,8 @@ from calling.events import (
     UnknownEvent,
 )
 from calling.notifications import (
+    MAX_NESTING,
+    REJECTED_KEPT,
     LegacyNotificationError,
     NotificationError,
     Rejected,
@@ -963,6 +965,49 @@ def test_a_batch_with_nothing_usable_names_every_problem() -> None:
     assert "value[4] has neither" in many
     assert "value[5]" not in many
     assert many.endswith("(and 3 more)")
+
+
+@pytest.mark.parametrize(("url", "reason"), [
+    (f"{CALL_URL}#b", f"value[0]: '{CALL_ID}#b' in resourceUrl is not a Graph call id"),
+    (f"{CALL_URL}?x=1", f"value[0]: '{CALL_ID}?x=1' in resourceUrl is not a Graph call id"),
+    (f"/v1.0/calls/{OTHER_CALL_ID}/communications/calls/{CALL_ID}", "value[0]: cannot tell the call id"),
+    (f"{CALL_URL}/participants/calls/{OTHER_CALL_ID}", "value[0]: cannot tell the call id"),
+    (f"/v1.0/calls/{OTHER_CALL_ID}", "value[0]: cannot tell the call id"),
+])
+def test_a_resource_url_the_session_would_read_as_another_call_is_refused(url: str, reason: str) -> None:
+    """Found by fuzzing (tests/test_fuzz_webhook.py): the call's session reads a notification's call as the segment
+    after the path's first `calls` (calling/consult.call_id_of), up to the next `/`. The webhook read
+    `communications/calls/{id}` anywhere, stopping at `?` or `#`, so it delivered these to CALL_ID's session,
+    which took them for another call: it hung up OTHER_CALL_ID, or tried to hang up `CALL_ID#b`."""
+    item = notification("updated", call(id=CALL_ID, state="established"), url=url)
+    assert error_for(to_body(envelope(item))).startswith(reason)
+
+
+def test_a_notification_nested_past_the_limit_is_refused_and_the_rest_of_its_batch_goes_on() -> None:
+    """Found by fuzzing: a policy-recording invite with a value nested 600 deep (the body parses) lost the call in
+    the hand-off (dataclasses.asdict recursed past Python's limit), and deep values reached the sessions."""
+    def nested(levels: int) -> Any:
+        value: Any = 1
+        for _ in range(levels):
+            value = [value]
+        return value
+
+    at_limit = notification("updated", call(state="established", chatInfo=nested(MAX_NESTING - 2)))
+    past = notification("updated", call(state="established", chatInfo=nested(MAX_NESTING - 1)))
+    batch = parse_envelope(envelope(at_limit, past))
+    assert [e.raw for e in batch.events] == [at_limit]
+    assert batch.rejected == [Rejected(1, f"value[1] is nested too deeply (more than {MAX_NESTING} levels)")]
+
+
+def test_a_huge_batch_keeps_the_first_reasons_and_counts_the_rest() -> None:
+    """Found by fuzzing (tests/test_fuzz_webhook.py): one good notification and two million `1`s fit in the default
+    4 MiB body, and the batch kept a reason for each, about 400 MB, which the webhook then logged and echoed."""
+    good = example(graph_examples.ANSWER_ESTABLISHED)["value"][0]
+    batch = parse_envelope({"value": [good, *[1] * 100_000]})
+    assert [e.raw for e in batch.events] == [good]
+    assert batch.rejected == [Rejected(i, f"value[{i}] must be an object") for i in range(1, REJECTED_KEPT + 1)]
+    assert batch.rejected_total == 100_000
+    assert error_for(to_body({"value": [1] * 100_000})).endswith("value[4] must be an object (and 99995 more)")
 
 
 @pytest.mark.parametrize(

@@ -113,3 +113,33 @@ def test_a_ring_out_reaches_voicemail_and_the_second_calls_end_is_not_taken_for_
         status = sim._host.status(call.id)
         assert status is not None and status["runtimeStatus"] == "Completed"
         assert status["output"] == {"node": "goodbye", "left": "hangup"}
+
+
+def test_a_second_call_graph_placed_although_it_answered_500_is_found_not_placed_again() -> None:
+    """Graph created the call but the bot was told 500 (a lost answer): a blind retry rang the target
+    twice and left the first copy up. The session now looks for the call before placing it again."""
+    with Simulation() as sim:
+        sim.callee(SALES, "answer", after=3)
+        sim.fault(GraphFault("create", 500, applied=True))
+        call = _ask_for(sim, "1")
+        call.expect_transfer(to=SALES)
+        call.expect_ended(code=0)
+        second = _second_call(sim, call)  # exactly one call to the target
+        assert second.state == "terminated" and second.termination_reason == "AppTransferred"
+        transfers = _requests(call.call, "transfers")
+        assert transfers[-1]["transferTarget"]["replacesCallId"] == second.id
+
+
+def test_a_second_call_graph_refused_with_500_is_placed_again_after_a_look() -> None:
+    with Simulation() as sim:
+        sim.callee(SALES, "answer", after=3)
+        sim.fault(GraphFault("create", 500))  # not carried out: nothing rings, and nothing writes back
+        call = _ask_for(sim, "1")
+        call.expect_transfer(to=SALES, within=60)
+        call.expect_ended(code=0)
+        second = _second_call(sim, call)
+        assert second.termination_reason == "AppTransferred"
+        connecting = next(h for h in call.heard if h.name == "connecting")
+        assert connecting.ended_at is not None
+        # The refused placement came right after "connecting"; the one that rang waited for the look.
+        assert 9.5 <= second.legs[0].started_at - connecting.ended_at <= 12

@@ -293,3 +293,136 @@ async def test_the_outbound_routes_need_a_function_key_the_webhook_does_not() ->
                 assert webhook.status != 401  # Graph sends no function key; its JWT is the authentication
     finally:
         runtime.reset()
+
+
+# --- Idempotency-Key: a retried POST rings once ---------------------------------------------------------
+
+KEY = "3f9d2c4e-8b1a-4c6d-9e0f-1a2b3c4d5e6f"
+
+
+def post(sim: Simulation, path: str, body: Mapping[str, Any],
+         key: str | None = None) -> tuple[int, Any, dict[str, str]]:
+    """POST with the answer's headers too (sim.http keeps only the status and body)."""
+    return sim._run(_send(sim, path, body, key))
+
+
+async def _send(sim: Simulation, path: str, body: Mapping[str, Any], key: str | None,
+                after: float = 0.0) -> tuple[int, Any, dict[str, str]]:
+    import asyncio
+
+    import aiohttp
+
+    await asyncio.sleep(after)
+    headers = {"Idempotency-Key": key} if key is not None else {}
+    async with sim.clock.busy(), aiohttp.ClientSession() as client, client.post(
+            f"{sim.bot.url}{path}", json=body, headers=headers) as response:
+        return response.status, await response.json(content_type=None), dict(response.headers)
+
+
+@pytest.mark.parametrize(("path", "body"), [
+    ("/api/outbound/calls", {"to": CALLEE, "flow": "reminder"}),
+    ("/api/outbound/meetings", {"meeting_id": "123456789012", "passcode": "Ab3dE", "flow": "conference"}),
+])
+def test_a_retried_post_with_the_same_idempotency_key_rings_once(sim: Simulation, path: str,
+                                                                 body: Mapping[str, Any]) -> None:
+    sim.callee(CALLEE, "answer", after=4)
+    status, first, headers = post(sim, path, body, KEY)
+    assert status == 202, first
+    assert headers["Location"] == first["statusUri"] and "Idempotent-Replayed" not in headers
+    status, again, replay_headers = post(sim, path, body, f'"{KEY}"')  # the draft's quoted form: the same key
+    assert (status, again) == (202, first)
+    assert replay_headers["Location"] == first["statusUri"] and replay_headers["Idempotent-Replayed"] == "true"
+    assert [c.id for c in sim.calls()] == [first["callId"]]  # Graph created one call
+    assert session(sim, first["callId"])["runtimeStatus"] in ("Running", "Completed")
+
+
+def test_the_same_key_with_another_body_is_422_and_rings_nobody_else(sim: Simulation) -> None:
+    status, first, _ = post(sim, "/api/outbound/calls", {"to": CALLEE, "flow": "reminder"}, KEY)
+    assert status == 202
+    status, body, _ = post(sim, "/api/outbound/calls", {"to": DIAL_IN, "flow": "reminder"}, KEY)
+    assert status == 422 and body["error"] == "idempotency_key_reused"
+    status, body, _ = post(sim, "/api/outbound/meetings", {"join_url": JOIN_URL, "flow": "conference"}, KEY)
+    assert status == 422
+    assert [c.id for c in sim.calls()] == [first["callId"]]
+
+
+def test_without_the_header_each_post_still_places_a_call(sim: Simulation) -> None:
+    first, second = (post(sim, "/api/outbound/calls", {"to": CALLEE, "flow": "reminder"}) for _ in range(2))
+    assert (first[0], second[0]) == (202, 202) and first[1]["callId"] != second[1]["callId"]
+    assert len(sim.calls()) == 2
+
+
+def test_a_retry_while_graph_is_still_creating_the_call_gets_409_then_the_answer(sim: Simulation) -> None:
+    import asyncio
+
+    from simulator.faults import GraphFault
+
+    sim.fault(GraphFault("create", 0, delay=1.0))  # Graph answers the first createCall after a second
+    body = {"to": CALLEE, "flow": "reminder"}
+
+    async def both() -> list[tuple[int, Any, dict[str, str]]]:
+        return await asyncio.gather(_send(sim, "/api/outbound/calls", body, KEY),
+                                    _send(sim, "/api/outbound/calls", body, KEY, after=0.3))
+
+    (status, first, _), (early, conflict, headers) = sim._run(both())
+    assert status == 202
+    assert early == 409 and conflict["error"] == "idempotency_key_in_use" and headers["Retry-After"] == "2"
+    status, later, _ = post(sim, "/api/outbound/calls", body, KEY)
+    assert (status, later) == (202, first)
+    assert [c.id for c in sim.calls()] == [first["callId"]]
+
+
+def test_a_key_store_that_cannot_be_reached_places_no_call(flows_dir: Path) -> None:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = {"FLOWS_DIR": str(flows_dir), "BOT_INSTANCE_ID": DEFAULT_INSTANCE_ID,
+                "IDEMPOTENCY_CONTAINER_URL": f"http://127.0.0.1:{port}/devstoreaccount1/idempotency"}
+    with Simulation(settings=settings) as sim:
+        status, body, headers = post(sim, "/api/outbound/calls", {"to": CALLEE, "flow": "reminder"}, KEY)
+        assert status == 503 and body["error"] == "idempotency_unavailable" and headers["Retry-After"] == "5"
+        assert sim.calls() == []
+        status, body, _ = post(sim, "/api/outbound/calls", {"to": CALLEE, "flow": "reminder"})
+        assert status == 202 and [c.id for c in sim.calls()] == [body["callId"]]
+
+
+@pytest.fixture(scope="module")
+def blob_account() -> Iterator[str]:
+    from tests.azurite import azurite
+
+    with azurite() as url:
+        yield url
+
+
+def test_keys_in_blob_storage_hold_across_function_instances(flows_dir: Path, blob_account: str) -> None:
+    """The retry reaches another instance (a runtime built afresh, nothing in memory): Blob Storage remembers."""
+    import asyncio
+
+    from azure.storage.blob.aio import BlobServiceClient
+
+    from calling.config import Settings
+    from calling.credentials import storage_credential
+    from functions import runtime
+
+    key = storage_credential(blob_account, Settings(bot_app_id="", bot_tenant_id="", allowed_tenants=frozenset(),
+                                                    public_url=""))  # Azurite's published development key
+
+    async def make_container() -> None:
+        async with BlobServiceClient(blob_account, credential=key) as client:
+            await client.create_container("idempotency")
+
+    asyncio.run(make_container())
+    settings = {"FLOWS_DIR": str(flows_dir), "BOT_INSTANCE_ID": DEFAULT_INSTANCE_ID,
+                "IDEMPOTENCY_CONTAINER_URL": f"{blob_account}/idempotency"}
+    with Simulation(settings=settings) as sim:
+        body = {"to": CALLEE, "flow": "reminder"}
+        status, first, _ = post(sim, "/api/outbound/calls", body, KEY)
+        assert status == 202
+        runtime.reset(runtime.build(sim.env, now=sim.clock.now))  # another instance answers the retry
+        status, again, headers = post(sim, "/api/outbound/calls", body, KEY)
+        assert (status, again, headers["Idempotent-Replayed"]) == (202, first, "true")
+        status, other, _ = post(sim, "/api/outbound/calls", {**body, "subject": "Again"}, KEY)
+        assert status == 422 and other["error"] == "idempotency_key_reused"
+        assert [c.id for c in sim.calls()] == [first["callId"]]

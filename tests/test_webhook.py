@@ -418,3 +418,12 @@ async def test_a_call_id_graph_would_never_send_reaches_neither_graph_nor_durabl
     assert response.status_code == 400
     assert "is not a Graph call id" in body_of(response)["reason"]
     assert server.graph_requests() == [] and server.durable_requests() == []
+
+
+def test_a_caller_id_cannot_forge_a_log_line() -> None:
+    from calling.identities import Party
+    from calling.webhook import mask
+
+    assert mask(Party("user", "abc\nINFO forged line\ud800")) == "abc\\nINFO forged line\\ud800"
+    assert mask(Party("phone", "+14255550123")) == "+1425555****"
+    assert mask(Party("user", "6e1c7b52-3d4f-4a8e-9b21-0c5d7e8f9a10")) == "6e1c7b52-3d4f-4a8e-9b21-0c5d7e8f9a10"

@@ -24,6 +24,7 @@ param storageBlobEndpoint string
 param deploymentContainerName string
 param promptsContainerName string
 param recordingsContainerName string
+param idempotencyContainerName string
 param applicationInsightsName string
 
 @allowed([ '3.11', '3.12' ])
@@ -196,6 +197,8 @@ var botSettings = {
   MEDIA_HANDOFF_TRANSPORT: 'none'
   PROMPTS_CONTAINER_URL: '${storageBlobEndpoint}${promptsContainerName}'
   RECORDINGS_CONTAINER_URL: '${storageBlobEndpoint}${recordingsContainerName}'
+  // Outbound requests' Idempotency-Keys, shared by every instance (docs/flows.md, "Retrying safely").
+  IDEMPOTENCY_CONTAINER_URL: '${storageBlobEndpoint}${idempotencyContainerName}'
 }
 
 // Durable Task Scheduler: host.json names no storage provider (a plain `func start` uses Azurite), so the

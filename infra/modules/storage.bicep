@@ -1,6 +1,7 @@
 // The storage account: Functions host storage (blobs: keys, leases), the Flex deployment package, prompts,
-// recordings, the media VM's setup artifacts, and, with durableBackend = 'storage', the Durable task hub
-// (queues and tables). Identity only: shared keys are off, so nothing anywhere holds an account key.
+// recordings, outbound requests' Idempotency-Keys, the media VM's setup artifacts, and, with
+// durableBackend = 'storage', the Durable task hub (queues and tables). Identity only: shared keys are off,
+// so nothing anywhere holds an account key.
 
 param location string
 param tags object
@@ -15,6 +16,9 @@ param deploymentContainerName string
 
 param promptsContainerName string = 'prompts'
 param recordingsContainerName string = 'recordings'
+
+@description('Container of the Idempotency-Key records of the outbound call endpoints (one small JSON blob per key).')
+param idempotencyContainerName string = 'idempotency'
 
 @description('Container the media VM setup script and service package are uploaded to (by the azd hooks).')
 param mediaArtifactsContainerName string = 'media-artifacts'
@@ -132,6 +136,15 @@ resource recordingsContainer 'Microsoft.Storage/storageAccounts/blobServices/con
   }
 }
 
+// Outbound requests' Idempotency-Keys: written by the Function identity (its Blob Data Owner role below).
+resource idempotencyContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: idempotencyContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
 resource mediaArtifactsContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
   parent: blobService
   name: mediaArtifactsContainerName
@@ -165,6 +178,27 @@ resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05
             }
           }
         }
+        {
+          // An expired key's record is ignored by the app and replaced on the key's next use; this tidies up,
+          // 8 days after the last write: past the longest key lifetime the app accepts (7 days,
+          // IDEMPOTENCY_KEY_TTL_HOURS), so no key is forgotten early.
+          name: 'delete-idempotency-keys'
+          enabled: true
+          type: 'Lifecycle'
+          definition: {
+            filters: {
+              blobTypes: [ 'blockBlob' ]
+              prefixMatch: [ '${idempotencyContainerName}/' ]
+            }
+            actions: {
+              baseBlob: {
+                delete: {
+                  daysAfterModificationGreaterThan: 8
+                }
+              }
+            }
+          }
+        }
       ]
     }
   }
@@ -172,7 +206,7 @@ resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05
 
 // The Functions host keeps keys and leases in blobs and the Flex deployment reads the package: Blob Data
 // Owner on the account (what the Functions docs ask for identity-based AzureWebJobsStorage). It also covers
-// prompts and recordings and the user-delegation key for prompt SAS URLs.
+// prompts, recordings, Idempotency-Key records and the user-delegation key for prompt SAS URLs.
 resource functionBlobOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(account.id, functionPrincipalId, roles.blobDataOwner)
   scope: account
@@ -240,4 +274,5 @@ output blobEndpoint string = account.properties.primaryEndpoints.blob
 output deploymentContainerName string = deploymentContainer.name
 output promptsContainerName string = promptsContainer.name
 output recordingsContainerName string = recordingsContainer.name
+output idempotencyContainerName string = idempotencyContainer.name
 output mediaArtifactsContainerName string = mediaArtifactsContainer.name
