@@ -43,6 +43,13 @@ var rules = [
     query: 'customEvents | where name == "call.flow_unavailable"'
   }
   {
+    name: 'calls-not-ended'
+    displayName: 'Calls: Graph kept a call the bot let go of'
+    description: 'A call never became established (call.not_established), or Graph refused to hang it up (call.hangup_failed): the bot gave up on it after bounded waits.'
+    severity: 2
+    query: 'customEvents | where name in ("call.not_established", "call.hangup_failed")'
+  }
+  {
     name: 'answer-latency'
     displayName: 'Calls: slow answers'
     description: 'p95 answer latency is close to Graph\'s 15 s deadline (cold start, slow Graph, Durable backend latency).'
