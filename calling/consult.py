@@ -115,15 +115,24 @@ def split(notifications: Iterable[Mapping[str, Any]], own_call_id: str, consult:
     return mine, second, others
 
 
-def adopt(consult: Consult, others: list[Mapping[str, Any]]
+def adopt(consult: Consult, others: list[Mapping[str, Any]], known: Iterable[str]
           ) -> tuple[Consult, list[Mapping[str, Any]], list[Mapping[str, Any]]]:
-    """While PLACING, the first unknown call that writes to the session is the second call Graph created
-    although its answer was lost: (the consult with that id, its notifications, the rest)."""
-    if consult.stage != PLACING or not others:
+    """While PLACING, the first call the session never had (`known`: every second call it has had) that
+    writes while still up is the one Graph created although its answer was lost: (the consult with that id,
+    its notifications, the rest). An earlier second call's `terminating` is not it."""
+    if consult.stage != PLACING:
         return consult, [], others
-    found = call_id_of(others[0])
+    seen = set(known)
+    found = next((call_id_of(n) for n in others if call_id_of(n) not in seen and _state_of(n) in _LIVE), None)
+    if found is None:
+        return consult, [], others
     adopted = replace(consult, call_id=found, stage=RINGING)
     return adopted, [n for n in others if call_id_of(n) == found], [n for n in others if call_id_of(n) != found]
+
+
+def _state_of(notification: Mapping[str, Any]) -> str:
+    data = notification.get("resourceData")
+    return str(data.get("state") or "").lower() if isinstance(data, Mapping) else ""
 
 
 def strays_to_end(others: Iterable[Mapping[str, Any]], ended: Iterable[str]) -> list[str]:
@@ -133,9 +142,7 @@ def strays_to_end(others: Iterable[Mapping[str, Any]], ended: Iterable[str]) -> 
     found: list[str] = []
     for raw in others:
         about = call_id_of(raw)
-        state = str((raw.get("resourceData") or {}).get("state") or "").lower() \
-            if isinstance(raw.get("resourceData"), Mapping) else ""
-        if about and about not in done and about not in found and state in _LIVE:
+        if about and about not in done and about not in found and _state_of(raw) in _LIVE:
             found.append(about)
     return found
 

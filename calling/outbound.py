@@ -304,9 +304,10 @@ async def answer_place(body: bytes, key_header: str | None, *, route: str, parse
             return Answer(exc.status, exc.body(), retryable=isinstance(exc, BadRequest))
         except GraphError as exc:
             status, failure = graph_failure(exc)
-            # Graph refused as throttled or unavailable: no call exists. Any other failure may have created one
-            # (a timeout, a 5xx): a retry with the same key gets this answer back rather than another call.
-            return Answer(status, failure, retryable=exc.status in (429, 503))
+            # Graph throttled it: no call exists. Any other failure may have created one (a timeout, a 5xx,
+            # a 503 included: createCall is not retried on it either, calling/graph.py THROTTLED): a retry
+            # with the same key gets this answer back rather than another call.
+            return Answer(status, failure, retryable=exc.status == 429)
         except Exception:
             log.exception("placing the outbound call failed unexpectedly")
             return Answer(500, {"error": "internal", "reason": "unexpected error; see the logs"})
@@ -435,12 +436,14 @@ async def _hang_up_quietly(control: CallControl, call_id: str) -> None:
 def graph_failure(exc: GraphError) -> tuple[int, dict[str, Any]]:
     """Graph refused a request made for the caller: 502 with what Microsoft support asks for.
 
-    A 404 on an existing call's action means the call is gone (404 to our caller); Graph's 429 and 503
-    stay retryable for our caller too (503).
+    A 404 on an existing call's action means the call is gone (404 to our caller); Graph's 429 stays
+    retryable for our caller too (503), and so does a 503, except for createCall: Graph may have placed a
+    call it answered 503, so that is a 502 like any other failure that may have done the work.
     """
     if exc.status == 404 and exc.action != "createCall":
         return 404, {"error": "not_found", "reason": "Graph has no such call (it ended, or never existed)"}
-    status = 503 if exc.status in (429, 503) else 502
+    retry = exc.status == 429 or (exc.status == 503 and exc.action != "createCall")
+    status = 503 if retry else 502
     return status, {"error": "graph_error", "reason": f"Graph refused {exc.action}",
                     "graph": {k: v for k, v in exc.as_dict().items() if v is not None}}
 

@@ -29,7 +29,7 @@ from calling.flows.snapshot import snapshot
 from calling.handoff import HandoffMessage, HandoffTransport, deadline_for
 from calling.identities import Party
 from calling.ids import is_graph_id
-from calling.notifications import LegacyNotificationError, NotificationError, parse_body
+from calling.notifications import LegacyNotificationError, NotificationError, notification_call_id, parse_body
 from calling.routing import Answer, Decision, HandOff, Redirect, Reject, Router, parse_target
 from calling.session import FlowLibrary, FlowNotFound, Session, open_call
 from calling.sink import CallEventSink
@@ -175,13 +175,13 @@ class Webhook:
                     batch.append(event.raw)
         for call_id, notifications in later.items():
             with telemetry.correlation(call_id=call_id):
-                await self._deliver(sink, call_id, notifications)
+                await self._deliver(sink, call_id, notifications, caller)
         if joining is not None:
             return WebhookResponse(200, joining)
         return WebhookResponse(202, {"status": "accepted", "events": len(events)})
 
     async def _deliver(self, sink: CallEventSink | None, call_id: str,
-                       notifications: list[Mapping[str, Any]]) -> None:
+                       notifications: list[Mapping[str, Any]], caller: Caller) -> None:
         if sink is None:
             log.info("no event sink: %d notification(s) for the call dropped", len(notifications))
             return
@@ -192,6 +192,18 @@ class Webhook:
             return
         if not delivered:
             log.info("no orchestration runs this call: %d notification(s) logged and dropped", len(notifications))
+            for orphan in _orphans(notifications):
+                await self._hang_up_orphan(caller, orphan)
+
+    async def _hang_up_orphan(self, caller: Caller, call_id: str) -> None:
+        """A call this bot placed is up with nobody running it: Graph created it although it answered the
+        bot's request with an error, so no session ever started. Nobody would ever talk on it."""
+        log.warning("call %s was placed by the bot and answered, but no session runs it: hanging it up", call_id)
+        telemetry.emit("call.orphan_hung_up")
+        try:
+            await self._calls.for_tenant(caller.tenant_id).hang_up(call_id)
+        except GraphError as exc:
+            log.warning("hanging up the orphan call failed: %s", exc)
 
     async def _incoming(self, call: IncomingCall, caller: Caller, received: float, received_at: datetime,
                         sink: CallEventSink | None) -> None:
@@ -292,22 +304,30 @@ class Webhook:
         try:
             await control.answer(call.call_id, media=media, deadline=deadline)
         except GraphError as exc:
-            if not (_uncertain(exc) and self._clock() < deadline):
-                await self._reject_quietly(control, call.call_id, deadline)
+            if not _uncertain(exc):
+                await self._reject_quietly(control, call.call_id, deadline)  # refused: the call still rings
                 raise
+            if self._clock() >= deadline:
+                raise  # Graph may still be answering it: the session's look decides once the window has passed
             # A 5xx or no answer at all: Graph may not have got it, or may have answered and lost the reply.
             # Answering again is safe (Graph refuses a second answer) and serves the caller.
             log.warning("answering failed (%s); answering once more", exc)
-            try:
-                await control.answer(call.call_id, media=media, deadline=deadline)
-            except GraphError:
-                # The session already runs. Without an answer the caller would ring on until Graph gives up:
-                # reject; if that fails too, the session's bounded wait finds the call still incoming once
-                # the answer window has passed and rejects it then (calling/watch.py), or finds it answered
-                # after all and runs the flow.
-                await self._reject_quietly(control, call.call_id, deadline)
+            if not await self._answer_again(call.call_id, control, media, deadline):
                 raise
         return decision
+
+    async def _answer_again(self, call_id: str, control: CallControl, media: Any, deadline: float) -> bool:
+        """Whether the call counts as answered after a second try. A second refusal (4xx) means the first
+        answer most likely took (Graph refuses a second one) or the call is gone: nothing is rejected, and the
+        session's bounded wait confirms either (calling/watch.py). Only a second 5xx rejects the call."""
+        try:
+            await control.answer(call_id, media=media, deadline=deadline)
+        except GraphError as again:
+            if _uncertain(again):
+                await self._reject_quietly(control, call_id, deadline)
+                return False
+            log.warning("the second answer was refused (%s): the first most likely took", again)
+        return True
 
     async def _reject_quietly(self, control: CallControl, call_id: str, deadline: float) -> None:
         for attempt in (1, 2):
@@ -347,6 +367,23 @@ class Webhook:
         """A recording-group join reaching this app: re-send it as a new incoming call, which routes to media."""
         telemetry.emit("call.participant_joining", action="invite_new_bot")
         return {"@odata.type": "#microsoft.graph.inviteNewBotResponse", "inviteUri": self._settings.callback_uri}
+
+
+def _orphans(notifications: list[Mapping[str, Any]]) -> list[str]:
+    """Calls the bot placed (direction `outgoing`) that are established: someone answered them. A session
+    starts within a second of placing a call, long before a callee answers, so such a call without one is an
+    orphan of a placement whose answer was lost."""
+    found: list[str] = []
+    for raw in notifications:
+        data = raw.get("resourceData")
+        if not isinstance(data, Mapping) or str(data.get("direction") or "").lower() != "outgoing":
+            continue
+        if str(data.get("state") or "").lower() != "established":
+            continue
+        call_id = notification_call_id(raw)
+        if call_id and is_graph_id(call_id) and call_id not in found:
+            found.append(call_id)
+    return found
 
 
 def _uncertain(exc: GraphError) -> bool:

@@ -41,8 +41,9 @@ from functions import runtime
 from orchestrations.call_session import ACTIVITY, EVENTS_PER_EXECUTION, RETRY
 
 log = logging.getLogger("orchestrations.call_session")
-#: session.looks key of a stray second call already hung up.
+#: session.looks keys: a stray second call already hung up; a second call the session has had.
 STRAY = "stray:"
+LEG = "leg:"
 
 
 class DeferredEvents(dict[Any, Any]):
@@ -122,6 +123,7 @@ def run(context: df.DurableOrchestrationContext) -> Generator[Any, Any, Any]:
                 elif isinstance(command, c.Transfer) and result.get("consult_call_id"):
                     session.consult = consult.Consult(command.ref, command.target, str(result["consult_call_id"]),
                                                       ring_timeout=command.ring_timeout)
+                    _remember_leg(session, session.consult.call_id)
                     session.start_timer(consult.RING_TIMER, now + timedelta(seconds=command.ring_timeout))
                 elif isinstance(command, c.Play | c.Record | c.Invite) and result.get("operation"):
                     session.ops[command.ref] = str(result["operation"])
@@ -146,9 +148,10 @@ def run(context: df.DurableOrchestrationContext) -> Generator[Any, Any, Any]:
                 mine, second, others = consult.split(_notifications(waiting_for_graph.result), session.call_id,
                                                      session.consult)
                 if session.consult is not None and session.consult.stage == consult.PLACING:
-                    session.consult, adopted, others = consult.adopt(session.consult, others)
+                    session.consult, adopted, others = consult.adopt(session.consult, others, _legs(session))
                     if adopted:
                         session.timers.pop(consult.PLACE_TIMER, None)
+                        _remember_leg(session, session.consult.call_id)
                         second = adopted + second
                 for stray in consult.strays_to_end(others, ended=_strays(session)):
                     session.looks[f"{STRAY}{stray}"] = 1  # an extra copy of a second call: hang it up, once
@@ -164,7 +167,9 @@ def run(context: df.DurableOrchestrationContext) -> Generator[Any, Any, Any]:
                 for ref in session.pop_due(now):
                     if ref == KEEPALIVE_REF:
                         if state.phase != "leaving":  # a call the flow is done with gets none (watch.LEAVE)
-                            yield from _act(context, session, None)
+                            kept = yield from _act(context, session, None)
+                            if kept.get("gone"):  # Graph no longer has the call: whatever said so was lost
+                                events.append(e.CallEnded(at=now, code=404, subcode=None, reason="call gone"))
                             session.start_timer(KEEPALIVE_REF, now + KEEPALIVE_EVERY)
                     elif ref == watch.ESTABLISH:
                         events += yield from _look_established(context, session, state, now)
@@ -266,7 +271,10 @@ def _look_before_guard(context: df.DurableOrchestrationContext, session: Session
     if operation is None:
         return []
     result = yield from _act(context, session, watch.operation_request(operation))
-    return translate(watch.operation_notifications(session.call_id, operation, awaited, result), state, now)
+    events = translate(watch.operation_notifications(session.call_id, operation, awaited, result), state, now)
+    if not events and result.get("gone"):
+        events = yield from _look_call(context, session, state, now)
+    return events
 
 
 def _look_recording(context: df.DurableOrchestrationContext, session: Session, state: State, now: datetime,
@@ -278,9 +286,19 @@ def _look_recording(context: df.DurableOrchestrationContext, session: Session, s
         return []
     result = yield from _act(context, session, watch.operation_request(operation))
     events = translate(watch.operation_notifications(session.call_id, operation, ref, result), state, now)
+    if not events and result.get("gone"):  # no such operation: is the call itself gone?
+        events = yield from _look_call(context, session, state, now)
     if not events:
         session.start_timer(timer, now + watch.RECORDING_POLL)
     return events
+
+
+def _look_call(context: df.DurableOrchestrationContext, session: Session, state: State,
+               now: datetime) -> Generator[Any, Any, list[e.Event]]:
+    """GET the call, read as the notification Graph would have sent; only an end or an error counts here."""
+    result = yield from _act(context, session, watch.call_request(session.call_id))
+    events = translate(watch.call_notifications(session.call_id, result), state, now)
+    return [ev for ev in events if not isinstance(ev, e.CallEstablished)]
 
 
 def _ring_timeout(context: df.DurableOrchestrationContext, session: Session,
@@ -311,6 +329,8 @@ def _place_again(context: df.DurableOrchestrationContext, session: Session,
     again = replace(second, placements=second.placements + 1)
     if result.get("consult_call_id"):
         session.consult = replace(again, call_id=str(result["consult_call_id"]), stage=consult.RINGING)
+        _remember_leg(session, session.consult.call_id)
+        session.start_timer(consult.RING_TIMER, now + timedelta(seconds=second.ring_timeout))  # a full ring
     elif result.get("uncertain"):
         session.consult = again
         session.start_timer(consult.PLACE_TIMER, now + consult.PLACE_LOOK)
@@ -323,6 +343,15 @@ def _place_again(context: df.DurableOrchestrationContext, session: Session,
 
 def _strays(session: Session) -> list[str]:
     return [key.removeprefix(STRAY) for key in session.looks if key.startswith(STRAY)]
+
+
+def _remember_leg(session: Session, call_id: str) -> None:
+    session.looks[f"{LEG}{call_id}"] = 1
+
+
+def _legs(session: Session) -> list[str]:
+    """Every second call the session has had, and every stray it hung up: none of them is a new placement."""
+    return [key.split(":", 1)[1] for key in session.looks if key.startswith((LEG, STRAY))]
 
 
 def _note(context: df.DurableOrchestrationContext, session: Session, name: str, **facts: Any) -> None:

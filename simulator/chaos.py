@@ -7,8 +7,9 @@ elsewhere) just ends the script, because a fault may change where a call goes bu
 Every call is judged on what must hold whatever happened:
 
 - an incoming call is answered, rejected or redirected within Graph's deadline (never dropped unanswered);
-- no action twice: at most one accepted answer, one connected transfer, one stored recording and one
-  accepted hang-up per call;
+- no action twice: at most one accepted answer, one connected transfer, one second call placed to a
+  target, one stored recording (by blob name, so this counts recordings, not overwrites) and one accepted
+  hang-up per call;
 - the watchdog's rules (simulator/watchdog.py): no established call left without a running session or a
   hang-up, and no session outliving its call by more than a few minutes.
 
@@ -223,8 +224,10 @@ def _ok(entries: Iterable[object], start: str, http: str) -> int:
                and str(getattr(e, "summary", "")).startswith(start) and http in str(getattr(e, "summary", "")))
 
 
-def judge(call: SimCall, recordings_dir: Path) -> tuple[str, int, list[str]]:
-    """The call's outcome, the faults it met, and what it broke of the campaign's rules."""
+def judge(call: SimCall, recordings_dir: Path, calls: Iterable[SimCall] = ()) -> tuple[str, int, list[str]]:
+    """The call's outcome, the faults it met, and what it broke of the campaign's rules. `calls`: every call
+    the simulator had, to find the second calls the bot placed for this one (a consultative transfer's)."""
+    calls = list(calls)
     entries = call.transcript.entries
     violations = []
     if call.direction == "incoming":
@@ -236,7 +239,10 @@ def judge(call: SimCall, recordings_dir: Path) -> tuple[str, int, list[str]]:
             violations.append(f"answered after {call.answered_at - start:.1f} s")
         if any("did not answer, reject or redirect" in e.summary for e in entries):
             violations.append("Teams dropped it unanswered")
+    second = [c for c in calls if c.callback_uri.rstrip("/").endswith(f"/api/calls/{call.id}")]
+    per_target = max((sum(1 for c in second if c.remote == r) for r in {c.remote for c in second}), default=0)
     counts = {"answers": _ok(entries, "bot answers", " 202]"),
+              "calls placed to one target": per_target,
               "transfers connected": sum(1 for leg in call.legs if leg.kind == "transfer" and leg.connected_to),
               "recordings stored": len([p for p in recordings_dir.rglob("*.wav") if call.id in p.name]),
               "hang-ups accepted": _ok(entries, "bot hangs up", " 204]")}
@@ -280,7 +286,8 @@ def run_profile(profile: str, *, seed: int = 7, paths: Iterable[CallerPath] = PA
                     rows.append(row)
                     continue
                 row.call_id = call.id
-                row.outcome, row.faults, row.violations = judge(call.call, sim.recordings_dir)
+                row.outcome, row.faults, row.violations = judge(call.call, sim.recordings_dir,
+                                                                sim.simulator.calls.values())
                 legs = {call.id} | {c.id for c in sim.simulator.calls.values()
                                     if c.callback_uri.rstrip("/").endswith(f"/api/calls/{call.id}")}
                 row.violations += [f"{v.rule}: {v.detail}" for v in violations if v.call_id in legs]

@@ -37,6 +37,18 @@ def test_a_finished_second_calls_late_notifications_are_not_the_callers() -> Non
     assert consult.strays_to_end(late, ended=()) == []  # ended: nothing to hang up
 
 
+def test_only_a_new_call_still_up_is_taken_for_a_second_call_placed_without_an_answer() -> None:
+    placing = Consult(ref="transfer-9", target="user:abc", call_id="", stage=consult.PLACING)
+    old_end = update("call-second", "terminating")  # the session's earlier second call, on its way out
+    old_alive = update("call-second", "established")
+    new = update("call-third", "establishing")
+    assert consult.adopt(placing, [old_end], known=["call-second"])[0] == placing
+    assert consult.adopt(placing, [old_alive], known=["call-second"])[0] == placing  # known: never adopted
+    adopted, mine, rest = consult.adopt(placing, [old_end, new], known=["call-second"])
+    assert adopted.call_id == "call-third" and adopted.stage == consult.RINGING
+    assert mine == [new] and rest == [old_end]
+
+
 def test_the_target_answering_hands_the_caller_over() -> None:
     step = consult.on_notifications(SECOND, [update("call-second", "establishing"),
                                              update("call-second", "established")], AT)

@@ -475,3 +475,13 @@ def test_records_round_trip_and_refuse_what_this_code_did_not_write() -> None:
         with pytest.raises(ValueError):
             Record.from_json(raw)
 
+
+
+async def test_a_graph_503_on_create_is_replayed_too(bot: Bot) -> None:
+    """Only a 429 is sure to have placed nothing; Graph may have placed a call it answered 503."""
+    bot.server.script("POST", "/communications/calls", lambda r: graph_error(503, "ServiceUnavailable", "busy"))
+    first = await bot.post(CALL, KEY)
+    assert first.status == 502 and first.body is not None and first.body["graph"]["status"] == 503
+    retry = await bot.post(CALL, KEY)
+    assert (retry.status, retry.body) == (502, first.body) and replayed(retry)
+    assert bot.creates() == 1  # and createCall itself was not retried on the 503 either

@@ -143,3 +143,28 @@ def test_a_second_call_graph_refused_with_500_is_placed_again_after_a_look() -> 
         assert connecting.ended_at is not None
         # The refused placement came right after "connecting"; the one that rang waited for the look.
         assert 9.5 <= second.legs[0].started_at - connecting.ended_at <= 12
+
+
+def test_an_earlier_second_calls_end_is_not_taken_for_a_new_one_placed_without_an_answer(tmp_path: Any) -> None:
+    """Sales rings out and the flow tries support; Graph places the support call but answers 500. The sales
+    call's `terminating`, arriving meanwhile, once got adopted as the support call, and the real support
+    call hung up as a stray: the caller ended in voicemail instead of with support."""
+    import shutil
+    from pathlib import Path
+
+    flows = Path(tmp_path) / "flows"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "flows", flows)
+    menu = flows / "main-menu.yaml"
+    text = menu.read_text().replace("    failed: sales-voicemail\n", "    failed: support\n")
+    menu.write_text(text.replace("      9: main-menu", "      9: sales-voicemail"))  # still reachable
+    with Simulation(settings={"FLOWS_DIR": str(flows)}) as sim:
+        sim.callee(SALES, "no_answer")
+        sim.callee(SUPPORT, "answer", after=5)
+        call = _ask_for(sim, "1")
+        call.expect_consult(to=SALES, outcome=None)
+        sim.wait(16)  # sales is about to ring out (20 s)
+        sim.fault(GraphFault("create", 500, applied=True))
+        call.expect_transfer(to=SUPPORT, within=60)
+        call.expect_ended(code=0)
+        support = [c for c in sim.simulator.calls.values() if c is not call.call and c.remote == SUPPORT]
+        assert len(support) == 1 and support[0].termination_reason == "AppTransferred"

@@ -167,3 +167,13 @@ def test_the_watchdog_reports_a_call_left_in_silence(monkeypatch: pytest.MonkeyP
         call.expect_prompt("sales-voicemail", within=60)
         violations = sim.check_calls()
     assert [(v.call_id, v.rule) for v in violations] == [(call.id, "zombie")]
+
+
+def test_an_answer_graph_carried_out_but_answered_500_is_not_followed_by_a_reject() -> None:
+    with Simulation() as sim:
+        sim.fault(GraphFault("answer", 500, applied=True))  # answered; the bot is told 500
+        call = sim.dial(from_phone=CALLER, to=sim.bot)
+        call.expect_prompt("welcome")
+        assert not [e for e in call.transcript.entries if "reject" in e.summary]
+        answers = [e.summary.split("  [")[0] for e in call.transcript.entries if "answer" in e.summary]
+        assert answers[0].startswith("bot answers") and answers[2].startswith("POST answer refused: 400")

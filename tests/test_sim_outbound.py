@@ -15,6 +15,7 @@ import pytest
 
 from calling.flows.harness import write_flows
 from simulator.clock import DEFAULT_EPOCH
+from simulator.faults import GraphFault
 from simulator.harness import DEFAULT_INSTANCE_ID, Simulation
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -426,3 +427,21 @@ def test_keys_in_blob_storage_hold_across_function_instances(flows_dir: Path, bl
         status, other, _ = post(sim, "/api/outbound/calls", {**body, "subject": "Again"}, KEY)
         assert status == 422 and other["error"] == "idempotency_key_reused"
         assert [c.id for c in sim.calls()] == [first["callId"]]
+
+
+def test_a_call_graph_placed_although_it_answered_500_is_hung_up_when_answered(sim: Simulation) -> None:
+    """No session ever starts for it (the POST answered 502): once the callee answers, the webhook finds an
+    established call the bot placed that nobody runs, and hangs it up rather than leave the callee in silence."""
+    sim.callee(CALLEE, "answer", after=3)
+    sim.fault(GraphFault("create", 500, applied=True))
+    status, body = sim.http("POST", "/api/outbound/calls", {"to": CALLEE, "flow": "reminder"},
+                            headers={"Idempotency-Key": "once"})
+    assert status == 502, body
+    call = sim.expect_call(to=CALLEE)
+    result = call.expect_ended(within=10)
+    assert (result.get("code"), result.get("subcode")) == (200, 7000)  # ended by the bot
+    assert call.heard == []
+    again, replayed = sim.http("POST", "/api/outbound/calls", {"to": CALLEE, "flow": "reminder"},
+                               headers={"Idempotency-Key": "once"})
+    assert (again, replayed) == (502, body)  # the same answer: the callee is not rung a second time
+    assert len([c for c in sim.simulator.calls.values() if c.direction == "outgoing"]) == 1
