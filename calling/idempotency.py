@@ -384,7 +384,7 @@ class BlobKeyStore:
                         created = await blob.upload_blob(data, overwrite=False, content_settings=json_type)
                         return Claim(name, str(created["etag"]))
                     except ResourceExistsError:
-                        pass
+                        pass  # the key is held: read what holds it, below
                     try:
                         download = await blob.download_blob()
                         held, etag = Record.from_json(await download.readall()), str(download.properties.etag)
