@@ -8,11 +8,12 @@ loopback. The baseline is a handler that only parses the JSON body and answers 2
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -187,8 +188,10 @@ async def run_phase(handler: Handler, batch: list[tuple[str, func.HttpRequest]],
     return phase
 
 
+@functools.cache
 def calls_function() -> Handler:
-    """The `calls` function exactly as registered on the app (with the Durable client middleware)."""
+    """The `calls` function exactly as registered on the app (with the Durable client middleware). Cached:
+    azure-functions indexes an app once per process."""
     import function_app
 
     matches = [f for f in function_app.app.get_functions() if f.get_function_name() == "calls"]
@@ -212,13 +215,23 @@ async def _close_graph_clients() -> None:
             await http.aclose()
 
 
+def set_environ(values: Mapping[str, str | None]) -> dict[str, str | None]:
+    """Set (None: unset) these environment variables; returns what they were, to set back the same way."""
+    saved = {name: os.environ.get(name) for name in values}
+    for name, value in values.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+    return saved
+
+
 async def run(sequential: int, concurrent: int, concurrency: int, warmup: int, budget_s: float) -> Results:
     """Cold first call, warm-up, then each of sequential / concurrent: baseline, then the app."""
     from functions import runtime
 
     with StubServer() as stub:
-        saved = {name: os.environ.get(name) for name in environment(stub)}
-        os.environ.update(environment(stub))
+        saved = set_environ(environment(stub))
         runtime.reset()
         try:
             app = calls_function()
@@ -249,11 +262,7 @@ async def run(sequential: int, concurrent: int, concurrency: int, warmup: int, b
             await _close_graph_clients()
             await _close_durable_session()
             runtime.reset()
-            for name, value in saved.items():
-                if value is None:
-                    os.environ.pop(name, None)
-                else:
-                    os.environ[name] = value
+            set_environ(saved)
 
 
 async def _close_durable_session() -> None:

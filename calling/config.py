@@ -23,11 +23,19 @@ CALLBACK_PATH = "/api/calls"
 MAX_IDEMPOTENCY_KEY_TTL_HOURS = 7 * 24
 
 GraphCredentialKind = Literal["managed_identity", "certificate", "secret", "local"]
-HandoffKind = Literal["none", "inprocess"]
+HandoffKind = Literal["none", "inprocess", "servicebus"]
+
+#: The hand-off queue's name when MEDIA_HANDOFF_QUEUE is unset: what infra/main.bicep names it.
+DEFAULT_HANDOFF_QUEUE = "media-handoff"
 
 _GUID = re.compile(r"^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$")
 _CREDENTIAL_KINDS: tuple[GraphCredentialKind, ...] = ("managed_identity", "certificate", "secret", "local")
-_HANDOFF_KINDS: tuple[HandoffKind, ...] = ("none", "inprocess")
+_HANDOFF_KINDS: tuple[HandoffKind, ...] = ("none", "inprocess", "servicebus")
+# A DNS host name with at least one dot: a namespace's fully qualified name (<name>.servicebus.windows.net).
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+_HOST_NAME = re.compile(rf"^(?=.{{4,253}}$){_LABEL}(?:\.{_LABEL})+$")
+# Service Bus queue names: letters, digits, '.', '-', '_', '/', starting and ending with a letter or digit.
+_QUEUE_NAME = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9._/-]{0,258}[A-Za-z0-9])?$")
 
 
 class ConfigError(ValueError):
@@ -73,8 +81,13 @@ class Settings:
     max_body_bytes: int = 4 * 1024 * 1024
     graph_retry_budget_seconds: float = 10.0
     handoff_transport: HandoffKind = "none"
+    #: The hand-off queue's namespace, fully qualified (MEDIA_HANDOFF_TRANSPORT=servicebus).
+    servicebus_namespace: str | None = None
+    handoff_queue: str = DEFAULT_HANDOFF_QUEUE
     appinsights_connection_string: str | None = None
     bot_instance_id: str | None = None
+    #: The flow that answers, service-hosted, a hand-off no media worker took in time (not for recording).
+    media_fallback_flow: str | None = None
     idempotency_container_url: str | None = None
     idempotency_key_ttl_hours: float = 24.0
 
@@ -89,7 +102,9 @@ class Settings:
         return timedelta(hours=self.idempotency_key_ttl_hours)
 
     @classmethod
-    def from_env(cls, env: Mapping[str, str]) -> Settings:
+    def from_env(cls, env: Mapping[str, str], *, flows: bool = True) -> Settings:
+        """Every setting, checked at once. `flows`: whether FLOWS_DIR must be there (the media worker runs
+        no flows)."""
         problems: list[str] = []
 
         def text(name: str, default: str | None = None) -> str | None:
@@ -155,6 +170,19 @@ class Settings:
         else:
             problems.append(f"MEDIA_HANDOFF_TRANSPORT must be one of {', '.join(_HANDOFF_KINDS)}, got {raw_handoff!r}")
 
+        namespace = text("SERVICEBUS_NAMESPACE")
+        if namespace is not None:
+            namespace = namespace.lower()
+            if wrong := _namespace_problem(namespace):
+                problems.append(wrong)
+        elif handoff == "servicebus":
+            problems.append("MEDIA_HANDOFF_TRANSPORT=servicebus needs SERVICEBUS_NAMESPACE (the namespace's fully "
+                            "qualified host name, <name>.servicebus.windows.net)")
+        queue = text("MEDIA_HANDOFF_QUEUE", DEFAULT_HANDOFF_QUEUE) or DEFAULT_HANDOFF_QUEUE
+        if not _QUEUE_NAME.match(queue):
+            problems.append(f"MEDIA_HANDOFF_QUEUE must be a Service Bus queue name (up to 260 letters, digits, "
+                            f"'.', '-', '_' or '/', starting and ending with a letter or digit), got {queue!r}")
+
         if handoff == "inprocess" and not is_loopback_url(graph):
             problems.append("MEDIA_HANDOFF_TRANSPORT=inprocess is for local development (a media worker in the same "
                             "process); with a real GRAPH_BASE_URL nothing would receive the hand-offs")
@@ -169,7 +197,11 @@ class Settings:
             problems.append(f"ROUTING_POLICY_PATH {routing!r} is not a file")
 
         flows_dir = text("FLOWS_DIR", "flows") or "flows"
-        if not Path(flows_dir).is_dir():
+        fallback = text("MEDIA_FALLBACK_FLOW")
+        if fallback and flows and not (Path(flows_dir) / f"{fallback}.yaml").is_file():
+            problems.append(f"MEDIA_FALLBACK_FLOW {fallback!r} names no flow: {Path(flows_dir) / fallback}.yaml "
+                            "does not exist")
+        if flows and not Path(flows_dir).is_dir():
             problems.append(f"FLOWS_DIR {flows_dir!r} is not a folder (the flow files and their prompts)")
         prompts = url("PROMPTS_BASE_URL", f"{public_url}/api/prompts" if public_url else None)
 
@@ -213,8 +245,11 @@ class Settings:
             max_body_bytes=int(max_body),
             graph_retry_budget_seconds=budget,
             handoff_transport=handoff,
+            servicebus_namespace=namespace,
+            handoff_queue=queue,
             appinsights_connection_string=text("APPLICATIONINSIGHTS_CONNECTION_STRING"),
             bot_instance_id=instance.lower() if instance else None,
+            media_fallback_flow=fallback,
             idempotency_container_url=idempotency_container,
             idempotency_key_ttl_hours=key_ttl,
         )
@@ -222,6 +257,23 @@ class Settings:
 
 def _num(value: float) -> str:
     return str(int(value)) if value == int(value) else str(value)
+
+
+def _namespace_problem(value: str) -> str | None:
+    """What is wrong with a SERVICEBUS_NAMESPACE value (lower-cased), or None. A connection string is never
+    echoed: it holds a key."""
+    if ";" in value or "=" in value:  # a connection string or a SAS token: never in a host name
+        return ("SERVICEBUS_NAMESPACE must be the namespace's host name, not a connection string or SAS token: the "
+                "app signs in with its managed identity (the namespace allows no keys)")
+    if "://" in value or "/" in value or ":" in value:
+        return (f"SERVICEBUS_NAMESPACE must be a host name without scheme, port or path "
+                f"(<name>.servicebus.windows.net), got {value!r}")
+    if _HOST_NAME.match(value):
+        return None
+    if re.fullmatch(r"[a-z][a-z0-9-]{4,48}[a-z0-9]", value):  # a bare namespace name (6 to 50 characters)
+        return (f"SERVICEBUS_NAMESPACE must be fully qualified: {value!r} is only the namespace's name; use "
+                f"{value}.servicebus.windows.net (azd output SERVICEBUS_FULLY_QUALIFIED_NAMESPACE)")
+    return f"SERVICEBUS_NAMESPACE must be a fully qualified host name (<name>.servicebus.windows.net), got {value!r}"
 
 
 _GUID_MEANING = {

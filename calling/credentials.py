@@ -91,3 +91,20 @@ def storage_credential(url: str, settings: Settings) -> Any:
     if settings.managed_identity_client_id:
         return ManagedIdentityCredential(client_id=settings.managed_identity_client_id)
     return DefaultAzureCredential()  # a developer's `az login` against a real account
+
+
+def servicebus_credential(settings: Settings) -> AsyncTokenCredential:
+    """The credential for the hand-off queue (calling/servicebus.py), as for Blob Storage: the Function App's
+    managed identity (Azure Service Bus Data Sender on the queue; the namespace allows no SAS keys), or a
+    developer's `az login` against a real namespace. Never a connection string."""
+    return identity_credential(settings.managed_identity_client_id)
+
+
+def identity_credential(client_id: str | None) -> AsyncTokenCredential:
+    """A user-assigned managed identity by client id (a Function App's, a media VM's), else DefaultAzureCredential
+    (a developer's `az login`)."""
+    from azure.identity.aio import DefaultAzureCredential, ManagedIdentityCredential
+
+    if client_id:
+        return ManagedIdentityCredential(client_id=client_id)
+    return DefaultAzureCredential()

@@ -7,8 +7,9 @@ same webhook request, and the VM answers with its blob and its own per-instance 
 Contract (version 1), designed for an Azure Service Bus session-enabled queue:
 - `call_id` is the session id (one VM takes all messages of a call, in order) and, with `kind`, the
   message id (duplicate detection drops a re-sent incoming notification).
-- `deadline` is the absolute UTC time by which Graph must get the answer (15 s after the notification,
-  5 s for policy recording); a VM that dequeues a message past it drops it (Graph has moved on).
+- `deadline` is the absolute UTC time by which a worker's answer must reach Graph: the webhook's take-back
+  time, inside Graph's own window (`deadline_for`: 15 s after the notification, 5 s for policy recording).
+  A worker that dequeues a message past it drops it: the webhook has rejected the call or answered it.
 - `notification` is the commsNotification exactly as received, so the VM parses it with the same core.
 - Readers reject unknown major versions and ignore unknown fields (minor additions stay compatible).
 """
@@ -30,6 +31,17 @@ POLICY_RECORDING_DEADLINE = timedelta(seconds=5)
 
 class HandoffError(ValueError):
     """A message that does not follow the contract."""
+
+
+class HandoffFailed(Exception):
+    """The transport could not send (or take) a hand-off: the queue was unreachable, refused it, or did not
+    answer in time. The transport's own error is the cause (`__cause__`). A webhook that gets it from `send`
+    knows no worker will see the call."""
+
+
+class HandoffExpired(HandoffFailed):
+    """The hand-off's deadline passed before it was sent, so it was not sent: no worker may answer it now (the
+    webhook takes the call back)."""
 
 
 @dataclass(frozen=True)
@@ -105,6 +117,7 @@ def _utc(value: Any) -> datetime:
 
 
 def deadline_for(received_at: datetime, *, policy_recording: bool) -> datetime:
+    """Graph's own window for the answer: 15 s after the notification, 5 s for a policy-recording invite."""
     return received_at + (POLICY_RECORDING_DEADLINE if policy_recording else ANSWER_DEADLINE)
 
 
@@ -112,6 +125,27 @@ class HandoffTransport(Protocol):
     """Delivers hand-offs to the media side. `send` returns once the message is durably accepted."""
 
     async def send(self, message: HandoffMessage) -> None: ...
+
+
+class Taken(Protocol):
+    """A hand-off a media worker took: it settles it once it has answered the call, or given up on it."""
+
+    message: HandoffMessage
+
+    async def done(self) -> None:
+        """Settle it: answered, dropped as expired, or refused for good. No other worker will see it."""
+
+    async def release(self) -> None:
+        """Give it back: another worker may take it (this one is full or shutting down)."""
+
+
+class HandoffInbox(Protocol):
+    """Where a media worker takes hand-offs from, only while it has room for another call."""
+
+    async def take(self, wait_seconds: float) -> Taken | None:
+        """The next hand-off, or None if none came within `wait_seconds`."""
+
+    async def close(self) -> None: ...
 
 
 class InProcessTransport:
@@ -138,5 +172,28 @@ class InProcessTransport:
         text = await asyncio.wait_for(self._queue.get(), wait_seconds)
         return HandoffMessage.from_json(text)
 
+    async def take(self, wait_seconds: float) -> Taken | None:
+        """The HandoffInbox side: a worker in this process takes the next hand-off."""
+        try:
+            text = await asyncio.wait_for(self._queue.get(), wait_seconds)
+        except TimeoutError:
+            return None
+        return _InProcessTaken(HandoffMessage.from_json(text), self)
+
+    async def close(self) -> None:
+        return None
+
     def pending(self) -> int:
         return self._queue.qsize()
+
+
+class _InProcessTaken:
+    def __init__(self, message: HandoffMessage, transport: InProcessTransport) -> None:
+        self.message = message
+        self._transport = transport
+
+    async def done(self) -> None:
+        return None
+
+    async def release(self) -> None:
+        await self._transport._queue.put(self.message.to_json())

@@ -91,19 +91,26 @@ def install_correlation() -> None:
     _factory_installed = True
 
 
-def configure(connection_string: str | None) -> bool:
+def configure(connection_string: str | None, *, also: tuple[str, ...] = ()) -> bool:
     """Export traces, logs and events to Application Insights when a connection string is set.
 
-    Returns whether exporting is on. Called once at startup; safe to call again.
+    `also`: more loggers whose records go there too (the media worker's `mediavm`); the exporter itself
+    listens on `calling` only. Returns whether exporting is on. Called once at startup; safe to call again.
     """
     global _configured  # noqa: PLW0603 (process-wide, once)
     install_correlation()
-    logging.getLogger("calling").setLevel(logging.INFO)
+    for name in ("calling", *also):
+        logging.getLogger(name).setLevel(logging.INFO)
     if not connection_string or _configured:
         return _configured
     from azure.monitor.opentelemetry import configure_azure_monitor
 
+    exported = logging.getLogger("calling")
+    before = set(exported.handlers)
     configure_azure_monitor(connection_string=connection_string, logger_name="calling",
                             enable_live_metrics=False)
+    for handler in [h for h in exported.handlers if h not in before]:  # the exporter's log handler
+        for name in also:
+            logging.getLogger(name).addHandler(handler)
     _configured = True
     return True

@@ -8,17 +8,16 @@ raising an event on the call's orchestration. The HTTP adapter in functions/ onl
 
 from __future__ import annotations
 
-import json
+import asyncio
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from collections.abc import Awaitable, Callable, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from calling import telemetry
-from calling.auth import AuthError, Caller, NotificationAuthenticator
+from calling.auth import Caller, NotificationAuthenticator
 from calling.config import Settings
 from calling.errors import GraphError
 from calling.events import CallEvent, CallStateChanged, IncomingCall, ParticipantJoining
@@ -26,10 +25,11 @@ from calling.flows import commands as c
 from calling.flows.events import party_fact
 from calling.flows.prompts import prefetch
 from calling.flows.snapshot import snapshot
-from calling.handoff import HandoffMessage, HandoffTransport, deadline_for
+from calling.handoff import HandoffExpired, HandoffFailed, HandoffMessage, HandoffTransport
 from calling.identities import Party
 from calling.ids import is_graph_id
-from calling.notifications import LegacyNotificationError, NotificationError, notification_call_id, parse_body
+from calling.intake import WebhookResponse, error, take_in
+from calling.notifications import notification_call_id
 from calling.routing import Answer, Decision, HandOff, Redirect, Reject, Router, parse_target
 from calling.session import FlowLibrary, FlowNotFound, Session, open_call
 from calling.sink import CallEventSink
@@ -41,16 +41,17 @@ if TYPE_CHECKING:  # msgraph-sdk loads with the first Graph request, not with th
 log = logging.getLogger("calling.webhook")
 
 SAFETY_MARGIN_SECONDS = 1.0  # leave Graph this much of the deadline for the request itself
-
-
-@dataclass(frozen=True)
-class WebhookResponse:
-    status: int
-    body: Mapping[str, Any] | None = None
-    headers: Mapping[str, str] = field(default_factory=dict)
-
-    def content(self) -> bytes:
-        return json.dumps(self.body).encode() if self.body is not None else b""
+#: How often the webhook asks Graph whether a media worker has answered a handed-off call, and how much of the
+#: deadline it keeps for the reject (or fallback answer) when none has.
+HANDOFF_LOOK = 0.5
+HANDOFF_REJECT_TIME = 0.75
+#: The first looks come sooner: a healthy worker answers within milliseconds to a few hundred, and Graph's
+#: POST is held open until a look sees the answer.
+HANDOFF_FIRST_LOOKS = (0.1, 0.2, 0.2)
+#: How long a media worker has to answer a handed-off call (its message's deadline), within Graph's window:
+#: a healthy worker answers within a second or two, and past this the webhook rejects the call or answers it
+#: with the fallback flow while Graph's 15 s still leave time for that.
+HANDOFF_PATIENCE = timedelta(seconds=6)
 
 
 class CallControlSource(Protocol):
@@ -93,8 +94,10 @@ class Webhook:
         flows: FlowLibrary | None = None,
         clock: Callable[[], float] = time.monotonic,
         now: Callable[[], datetime] = lambda: datetime.now(UTC),
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._settings = settings
+        self._sleep = sleep
         self._auth = authenticator
         self._router = router
         self._calls = calls
@@ -109,7 +112,7 @@ class Webhook:
         """One POST from Graph. `session`: the call whose session owns these notifications, from the callback
         path `/api/calls/{session}` the bot gave a call of its own (a consultative transfer's second call)."""
         if session is not None and not is_graph_id(session):  # a Graph call id, hence a Durable instance id too
-            return _error(400, "bad_request", "the callback path's session must be a call id (letters, digits, -)")
+            return error(400, "bad_request", "the callback path's session must be a call id (letters, digits, -)")
         received = self._clock()
         received_at = self._now()
         h = {k.lower(): v for k, v in headers.items()}
@@ -121,37 +124,12 @@ class Webhook:
 
     async def _handle(self, h: Mapping[str, str], body: bytes, sink: CallEventSink | None,
                       received: float, received_at: datetime, session: str | None) -> WebhookResponse:
-        limit = self._settings.max_body_bytes
-        declared = h.get("content-length", "")
-        if (declared.isdigit() and int(declared) > limit) or len(body) > limit:
-            return _error(413, "payload_too_large", f"body exceeds {limit} bytes")
-        try:
-            caller = await self._auth.authenticate(h.get("authorization"))
-        except AuthError as exc:
-            log.warning("notification refused: %s", exc.reason)
-            kind = {401: "unauthorized", 403: "forbidden"}.get(exc.status, "unavailable")
-            return _error(exc.status, kind, exc.reason)
-        with telemetry.correlation(tenant_id=caller.tenant_id):
-            try:
-                batch = parse_body(body)
-            except LegacyNotificationError:
-                log.info("legacy-format notification: answering 204 so it is re-sent in Graph format")
-                return WebhookResponse(204)
-            except NotificationError as exc:
-                log.warning("malformed notification: %s", exc)
-                return _error(400, "bad_request", str(exc))
-            for bad in batch.rejected:  # the first few; a 4 MiB body can hold two million bad entries
-                log.warning("malformed notification ignored, the rest of the batch goes on: %s", bad.reason)
-            unlisted = batch.rejected_total - len(batch.rejected)
-            if unlisted:
-                log.warning("%d more malformed notification(s) ignored", unlisted)
-            response = await self._dispatch(batch.events, caller, sink, received, received_at, session)
-            if batch.rejected and response.status == 202 and response.body is not None:
-                # Still a 2xx: the good notifications were acted on; an error status would disown the whole batch.
-                rejected = [{"index": r.index, "reason": r.reason} for r in batch.rejected]
-                total = {"rejected_total": batch.rejected_total} if unlisted else {}
-                return WebhookResponse(202, {**response.body, "rejected": rejected, **total}, response.headers)
-            return response
+        taken = await take_in(h, body, authenticator=self._auth, max_body_bytes=self._settings.max_body_bytes)
+        if isinstance(taken, WebhookResponse):
+            return taken
+        with telemetry.correlation(tenant_id=taken.caller.tenant_id):
+            response = await self._dispatch(taken.batch.events, taken.caller, sink, received, received_at, session)
+            return taken.accepted(response)
 
     async def _dispatch(self, events: list[CallEvent], caller: Caller, sink: CallEventSink | None,
                         received: float, received_at: datetime, session: str | None) -> WebhookResponse:
@@ -261,7 +239,7 @@ class Webhook:
         elif isinstance(decision, Redirect):
             await control.redirect(call.call_id, decision.targets, timeout=decision.timeout, deadline=deadline)
         elif isinstance(decision, HandOff):
-            return await self._hand_off(call, decision, control, caller, deadline, received, received_at)
+            return await self._hand_off(call, decision, control, caller, deadline, received, received_at, sink)
         return decision
 
     async def _answer(self, call: IncomingCall, decision: Answer, control: CallControl, caller: Caller,
@@ -291,7 +269,7 @@ class Webhook:
             return Reject("none", decision.rule)
         if isinstance(leaving, c.HandOff):
             return await self._hand_off(call, HandOff(reason=leaving.reason, rule=decision.rule), control, caller,
-                                        deadline, received, received_at)
+                                        deadline, received, received_at, sink)
         session = Session(call.call_id, caller.tenant_id, decision.flow, opening.state, list(opening.commands),
                           snapshot=snapshot(bundle))
         try:
@@ -340,7 +318,10 @@ class Webhook:
                     return
 
     async def _hand_off(self, call: IncomingCall, decision: HandOff, control: CallControl, caller: Caller,
-                        deadline: float, received: float, received_at: datetime) -> HandOff | None:
+                        deadline: float, received: float, received_at: datetime,
+                        sink: CallEventSink | None = None) -> Decision | None:
+        """Give the call to a media worker, then watch Graph for its answer: a worker that is full, gone or
+        slow must not leave the caller ringing (docs/architecture.md, "Never left ringing")."""
         if self._handoff is None:
             log.error("the policy hands this call to app-hosted media, but MEDIA_HANDOFF_TRANSPORT is none: "
                       "rejecting it")
@@ -350,18 +331,65 @@ class Webhook:
                            latency_ms=round((self._clock() - received) * 1000, 1))
             return None
         ids = telemetry.current_correlation()
+        # When the webhook takes the call back if no worker has answered it: after a worker's fair chance, and
+        # early enough for a reject or the fallback answer inside Graph's window (3.25 s for policy recording).
+        take_back = min(received + HANDOFF_PATIENCE.total_seconds(), deadline - HANDOFF_REJECT_TIME)
         message = HandoffMessage(
             call_id=call.call_id,
             tenant_id=caller.tenant_id,
             notification=call.raw,
             decision={"action": "handoff", "reason": decision.reason, "rule": decision.rule},
-            deadline=deadline_for(received_at, policy_recording=call.is_policy_recording),
+            # A worker must answer by then: past it, the webhook takes the call back (below), so both never answer.
+            deadline=received_at + timedelta(seconds=take_back - received),
             received_at=received_at,
             scenario_id=ids.get("scenario_id"),
             chain_id=ids.get("chain_id"),
         )
-        await self._handoff.send(message)
-        return decision
+        try:
+            await self._handoff.send(message)
+        except Exception as exc:  # Service Bus unreachable, slow or refusing (HandoffFailed), too late, or a bug
+            if isinstance(exc, HandoffFailed):  # HandoffExpired too: past the take-back time, Graph's is not yet
+                log.error("sending the hand-off failed: %s", exc)
+            else:
+                log.exception("sending the hand-off failed unexpectedly")
+            why = "the hand-off was not sent in time" if isinstance(exc, HandoffExpired) else \
+                "the hand-off could not be sent"
+            return await self._no_worker(call, decision, control, caller, deadline, received, received_at, sink, why)
+        if await self._answered_by_a_worker(control, call.call_id, take_back):
+            return decision
+        return await self._no_worker(call, decision, control, caller, deadline, received, received_at, sink,
+                                     "no media worker answered it in time")
+
+    async def _answered_by_a_worker(self, control: CallControl, call_id: str, until: float) -> bool:
+        """Whether the call left `incoming` by `until` (monotonic): Graph itself says a worker answered it,
+        whatever became of the hand-off on the way."""
+        for gap in _look_gaps(max(0.0, until - self._clock())):
+            await self._sleep(gap)
+            try:
+                state = (await control.get_call(call_id)).state or ""
+            except GraphError as exc:
+                if exc.status == 404:
+                    return True  # the call is gone: nothing left to answer or reject
+                continue
+            if state.lower() != "incoming":
+                return True
+        return False
+
+    async def _no_worker(self, call: IncomingCall, decision: HandOff, control: CallControl, caller: Caller,
+                         deadline: float, received: float, received_at: datetime, sink: CallEventSink | None,
+                         why: str) -> Decision | None:
+        """No worker took the call: answer a call that is not recorded with the fallback flow, if there is
+        one; reject the rest busy (a service-hosted answer cannot record)."""
+        fallback = self._settings.media_fallback_flow
+        telemetry.emit("call.handoff_unanswered", reason=decision.reason, rule=decision.rule, why=why,
+                       fallback=fallback if fallback and not call.is_policy_recording else None)
+        if fallback and not call.is_policy_recording and sink is not None and self._flows is not None:
+            log.warning("%s: answering the call with the fallback flow %r", why, fallback)
+            return await self._answer(call, Answer(flow=fallback, rule=decision.rule), control, caller, deadline,
+                                      received, received_at, sink, self._flows)
+        log.error("%s: rejecting the call busy", why)
+        await control.reject(call.call_id, reason="busy", deadline=deadline)
+        return Reject("busy", decision.rule)
 
     def _joining_response(self, event: ParticipantJoining) -> dict[str, Any]:
         """A recording-group join reaching this app: re-send it as a new incoming call, which routes to media."""
@@ -402,5 +430,15 @@ def mask(party: Party) -> str | None:
     return shown
 
 
-def _error(status: int, kind: str, reason: str) -> WebhookResponse:
-    return WebhookResponse(status, {"error": kind, "reason": reason})
+def _look_gaps(seconds: float) -> list[float]:
+    """The waits before each look at a handed-off call within `seconds`: HANDOFF_FIRST_LOOKS, then every
+    HANDOFF_LOOK; at least one look."""
+    gaps: list[float] = []
+    spent = 0.0
+    for gap in (*HANDOFF_FIRST_LOOKS, *[HANDOFF_LOOK] * int(seconds / HANDOFF_LOOK + 1)):
+        if spent + gap > seconds + 1e-9:
+            break
+        gaps.append(gap)
+        spent += gap
+    return gaps or [min(seconds, HANDOFF_FIRST_LOOKS[0])]
+

@@ -22,7 +22,7 @@ from multidict import CIMultiDict
 
 from devhost import invocation
 from devhost.functions import HttpFunction
-from simulator.clock import Clock
+from simulator.clock import HOLD_HEADER, Clock
 
 log = logging.getLogger("devhost")
 
@@ -73,6 +73,8 @@ class HttpTriggers:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         async with self._clock.busy():
+            if hold := request.headers.get(HOLD_HEADER):
+                self._clock.release(hold)  # the sender's hold on time ends now that this request's scope began
             selected = self._select(request.method, request.match_info["tail"].strip("/"))
             if selected is None:
                 return web.Response(status=404)
@@ -84,7 +86,8 @@ class HttpTriggers:
             datum = meta.Datum({
                 "method": meta.Datum(request.method, "string"),
                 "url": meta.Datum(str(request.url), "string"),
-                "headers": _joined(request.headers, ", "),
+                "headers": _joined(CIMultiDict((k, v) for k, v in request.headers.items()
+                                               if k.lower() != HOLD_HEADER), ", "),
                 "query": _joined(request.query, ","),
                 "params": {k: meta.Datum(v, "string") for k, v in route_params.items()},
                 "body": meta.Datum(body, "bytes"),

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,12 +59,13 @@ _runtime: Runtime | None = None
 _failure: str | None = None
 
 
-def build(env: Mapping[str, str], *, now: Callable[[], datetime] | None = None) -> Runtime:
-    """`now`: the webhook's clock (the local host's virtual clock in tests; wall-clock UTC otherwise)."""
+def build(env: Mapping[str, str], *, now: Callable[[], datetime] | None = None,
+          sleep: Callable[[float], Awaitable[None]] | None = None) -> Runtime:
+    """`now`: the webhook's clock (the local host's virtual clock in tests; wall-clock UTC otherwise);
+    `sleep`: how the webhook waits inside a request (the virtual clock's, in tests)."""
     from calling import telemetry
     from calling.auth import NotificationAuthenticator, SigningKeys
     from calling.graphclient import CallControls
-    from calling.handoff import InProcessTransport
     from calling.routing import Router, default_policy, load_policy
     from calling.session import FlowLibrary
     from calling.webhook import Webhook
@@ -77,13 +78,29 @@ def build(env: Mapping[str, str], *, now: Callable[[], datetime] | None = None) 
     policy = (load_policy(settings.routing_policy_path, default_flow=settings.default_flow)
               if settings.routing_policy_path else default_policy(settings.default_flow))
     calls = CallControls(settings)
-    handoff: HandoffTransport | None = InProcessTransport() if settings.handoff_transport == "inprocess" else None
+    handoff = _handoff(settings, now)
     router = Router(policy, bot_app_id=settings.bot_app_id)
     flows = FlowLibrary(Path(settings.flows_dir), settings.prompts_base_url, _prompt_links(settings, now))
     recordings = _recordings(settings)
     webhook = Webhook(settings=settings, authenticator=authenticator, router=router, calls=calls, handoff=handoff,
-                      flows=flows, now=now or _utcnow)
+                      flows=flows, now=now or _utcnow, sleep=sleep or _sleep)
     return Runtime(settings, webhook, calls, handoff, flows, recordings, now or _utcnow, _idempotency(settings))
+
+
+def _handoff(settings: Settings, now: Callable[[], datetime] | None) -> HandoffTransport | None:
+    """Where hand-offs go (MEDIA_HANDOFF_TRANSPORT). The Service Bus sender connects on its first hand-off and
+    keeps its link; azure-servicebus loads only here, never with `import function_app`."""
+    if settings.handoff_transport == "inprocess":
+        from calling.handoff import InProcessTransport
+
+        return InProcessTransport()
+    if settings.handoff_transport == "servicebus" and settings.servicebus_namespace:
+        from calling.credentials import servicebus_credential
+        from calling.servicebus import ServiceBusHandoffSender
+
+        return ServiceBusHandoffSender.connect(settings.servicebus_namespace, settings.handoff_queue,
+                                               servicebus_credential(settings), now=now or _utcnow)
+    return None
 
 
 def _recordings(settings: Settings) -> RecordingStore | None:
@@ -123,6 +140,12 @@ def _prompt_links(settings: Settings, now: Callable[[], datetime] | None) -> Pro
     url = settings.prompts_container_url
     return PromptLinks(settings.prompts_base_url, container_url=url, credential=storage_credential(url, settings),
                        now=now or _utcnow)
+
+
+async def _sleep(seconds: float) -> None:
+    import asyncio
+
+    await asyncio.sleep(seconds)
 
 
 def _utcnow() -> datetime:

@@ -68,9 +68,14 @@ param instanceMemoryMB int = 2048
 @maxValue(1000)
 param maximumInstanceCount int = 40
 
-@description('Days recordings are kept in the recordings container before the lifecycle policy deletes them.')
+@description('Days voicemails are kept in the recordings container before the lifecycle policy deletes them.')
 @minValue(1)
 param recordingRetentionDays int = 30
+
+@description('Days compliance recordings (written by the media VMs) are kept in their own container before the lifecycle policy deletes them. 2557 (7 years) by default: set it to your retention policy.')
+@minValue(1)
+@maxValue(36500)
+param complianceRetentionDays int = 2557
 
 @description('Storage redundancy.')
 @allowed([ 'Standard_LRS', 'Standard_ZRS', 'Standard_GRS', 'Standard_GZRS' ])
@@ -178,6 +183,7 @@ module storage 'modules/storage.bicep' = {
     deploymentContainerName: deploymentContainerName
     mediaArtifactsContainerName: mediaArtifactsContainerName
     recordingRetentionDays: recordingRetentionDays
+    complianceRetentionDays: complianceRetentionDays
     durableBackend: durableBackend
     functionPrincipalId: identity.outputs.functionPrincipalId
     mediaPrincipalId: identity.outputs.mediaPrincipalId
@@ -255,6 +261,9 @@ module functionApp 'modules/functionapp.bicep' = {
     botInstanceId: botInstanceId
     defaultFlow: defaultFlow
     routingPolicyPath: routingPolicyPath
+    handoffTransport: deployMediaVm ? 'servicebus' : 'none'
+    serviceBusNamespace: serviceBus.outputs.fullyQualifiedNamespace
+    handoffQueue: serviceBus.outputs.queueName
   }
 }
 
@@ -295,7 +304,8 @@ module mediaVm 'modules/mediavm.bicep' = if (deployMediaVm) {
       botTenantId: tenantId
       serviceBusNamespace: serviceBus.outputs.fullyQualifiedNamespace
       handoffQueue: serviceBus.outputs.queueName
-      recordingsContainerUrl: '${storage.outputs.blobEndpoint}${storage.outputs.recordingsContainerName}'
+      // The worker writes its compliance recordings to this container (RECORDINGS_CONTAINER_URL on the VM).
+      recordingsContainerUrl: '${storage.outputs.blobEndpoint}${storage.outputs.complianceRecordingsContainerName}'
       mediaArtifactsContainerUrl: '${storage.outputs.blobEndpoint}${mediaArtifactsContainerName}'
       applicationInsightsName: monitoring.outputs.applicationInsightsName
     }
@@ -310,6 +320,7 @@ output BOT_WEBHOOK_URL string = 'https://${functionApp.outputs.defaultHostName}/
 output AZURE_STORAGE_ACCOUNT_NAME string = storage.outputs.name
 output PROMPTS_CONTAINER_NAME string = storage.outputs.promptsContainerName
 output RECORDINGS_CONTAINER_NAME string = storage.outputs.recordingsContainerName
+output COMPLIANCE_RECORDINGS_CONTAINER_NAME string = storage.outputs.complianceRecordingsContainerName
 output MEDIA_ARTIFACTS_CONTAINER_NAME string = storage.outputs.mediaArtifactsContainerName
 output BOT_APP_ID string = botAppId
 output BOT_TENANT_ID string = tenantId

@@ -22,7 +22,8 @@ from calling.yamlsource import SourceErrors
 from devhost.signatures import FunctionLoadError
 
 ROOT = Path(__file__).resolve().parent.parent
-DEMO = ROOT / "scenarios" / "demo.yaml"
+#: The demo: an IVR call (service-hosted media), then a compliance-recorded call (a media worker).
+DEMOS = (ROOT / "scenarios" / "demo.yaml", ROOT / "scenarios" / "compliance-recording.yaml")
 DEMO_PORTS = (8090, 7071)
 
 
@@ -36,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     run.add_argument("--color", action="store_true", help="color the transcript")
     check = commands.add_parser("check", help="check scenario files without running them")
     check.add_argument("scenarios", nargs="+", type=Path)
-    demo = commands.add_parser("demo", help="a simulated phone call through the real bot, in real time")
+    demo = commands.add_parser("demo", help="simulated calls through the real bot, in real time")
     demo.add_argument("--sim-port", type=int, default=DEMO_PORTS[0], help="the simulator's port (default 8090)")
     demo.add_argument("--host-port", type=int, default=DEMO_PORTS[1], help="the local host's port (default 7071)")
     demo.add_argument("--virtual", action="store_true", help="virtual time: finish in a blink")
@@ -57,7 +58,7 @@ def _main(args: argparse.Namespace) -> int:
 
     scenarios = []
     problems = []
-    for path in [DEMO] if args.command == "demo" else args.scenarios:
+    for path in DEMOS if args.command == "demo" else args.scenarios:
         try:
             scenarios.append(load_scenario(path))
         except SourceErrors as exc:
@@ -70,7 +71,12 @@ def _main(args: argparse.Namespace) -> int:
             print(f"{scenario.file}: ok ({len(scenario.steps)} steps)")
         return 0
     if args.command == "demo":
-        return _demo(scenarios[0], args.sim_port, args.host_port, virtual=args.virtual)
+        for number, scenario in enumerate(scenarios, 1):
+            status = _demo(scenario, args.sim_port, args.host_port, virtual=args.virtual,
+                           heading=f"Demo {number} of {len(scenarios)}")
+            if status:
+                return status
+        return 0
     return _run(scenarios, real_time=args.real_time, json_path=args.json, color=args.color)
 
 
@@ -94,11 +100,11 @@ def _run(scenarios: Sequence[object], *, real_time: bool, json_path: Path | None
     return 1 if failures else 0
 
 
-def _demo(scenario: object, sim_port: int, host_port: int, *, virtual: bool) -> int:
+def _demo(scenario: object, sim_port: int, host_port: int, *, virtual: bool, heading: str = "Demo") -> int:
     from simulator.scenario import Scenario, run_scenario
 
     assert isinstance(scenario, Scenario)
-    print(f"Demo: {scenario.name}")
+    print(f"{heading}: {scenario.name}")
     print(f"  the simulator (Graph and Teams) on http://127.0.0.1:{sim_port}, "
           f"the bot (function_app.py on the local host) on http://127.0.0.1:{host_port}\n")
     try:
@@ -116,10 +122,20 @@ def _demo(scenario: object, sim_port: int, host_port: int, *, virtual: bool) -> 
     print("\nTranscript (seconds since the call began; → bot: notification posted to the bot, "
           "← bot: the bot's request to Graph):\n")
     print(outcome.transcript)
+    recorded = [(path, size) for path, size in outcome.stored if path.startswith("compliance/")]
     for path, size in outcome.stored:
-        print(f"\nThe bot stored the voicemail: {path} ({size // 1024} KB WAV, with a .json of caller, time, duration)")
+        if (path, size) not in recorded:
+            print(f"\nThe bot stored the voicemail: {path} ({size // 1024} KB WAV, with a .json of caller, time, "
+                  "duration)")
+    if recorded:
+        print(f"\nThe media worker stored {len(recorded)} recording(s), one per participant who spoke, each a WAV "
+              "with a .json of call, tenant, recorded user, participant, start, end, duration and status:")
+        for path, size in recorded:
+            print(f"  {path} ({size // 1024} KB)")
     if outcome.passed:
-        print("\nThe call went as the scenario expected. Both servers are stopped; nothing is left listening.")
+        workers = " and the media worker" if scenario.media_workers else ""
+        print(f"\nThe call went as the scenario expected. The servers{workers} are stopped; nothing is left "
+              "listening.\n")
         return 0
     print(f"\nThe call did not go as expected: {outcome.message}", file=sys.stderr)
     return 1

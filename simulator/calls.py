@@ -6,13 +6,20 @@ Pure data plus the Graph JSON views of it. The rules that move a call between st
 
 from __future__ import annotations
 
+import itertools
 import uuid
 from collections import deque
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from simulator.clock import TimerHandle
+from simulator.directory import target_of
+from simulator.speech import Utterance
 from simulator.transcript import Transcript
+
+if TYPE_CHECKING:
+    from simulator.media_link import MediaLink
 
 #: Graph's callState values this simulator moves through.
 STATES = ("incoming", "establishing", "established", "transferring", "transferAccepted", "redirecting",
@@ -30,6 +37,9 @@ class Participant:
     is_muted: bool = False
     is_in_lobby: bool = False
     recording_status: str | None = None
+    #: The participant's media source id (MSI): stable for the call, the roster's mediaStreams[].sourceId and
+    #: the id its unmixed audio frames carry. 0 until the participant joins a call (`SimCall.add_participant`).
+    source_id: int = 0
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -38,7 +48,8 @@ class Participant:
             "info": {"@odata.type": "#microsoft.graph.participantInfo", "identity": self.identity,
                      "endpointType": "default", "languageId": "en-US", "region": "amer"},
             "mediaStreams": [{"@odata.type": "#microsoft.graph.mediaStream", "mediaType": "audio",
-                              "sourceId": "1", "direction": "sendReceive", "serverMuted": False}],
+                              "sourceId": str(self.source_id), "direction": "sendReceive",
+                              "serverMuted": False}],
             "isMuted": self.is_muted,
             "isInLobby": self.is_in_lobby,
         }
@@ -99,6 +110,44 @@ class Leg:
     detail: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class RecordingStatusChange:
+    """A recording status the bot set (updateRecordingStatus), and when (simulation seconds)."""
+
+    at: float
+    status: str
+
+
+@dataclass
+class Conversation:
+    """The people's own call that a policy-recording bot is invited into: a Teams user under a recording policy
+    and the parties they talk to, and what each of them says. It goes on whether or not a bot's leg does; each
+    bot leg (a SimCall) sees the same participant ids and media source ids."""
+
+    id: str
+    #: The Teams user under the recording policy (target syntax, `user:<id>`).
+    recorded: str
+    started_at: float
+    #: Everyone Teams knows in it, by target: those present, and joiners waiting for a recording bot.
+    parties: dict[str, Participant] = field(default_factory=dict)
+    #: Who is in the call now (every established bot leg hears and lists them), in the order they joined.
+    present: list[str] = field(default_factory=list)
+    #: What each party says, by target.
+    speech: dict[str, list[Utterance]] = field(default_factory=dict)
+    legs: list[SimCall] = field(default_factory=list)
+    ended_at: float | None = None
+    #: Where Teams invites the policy's recording bot (its calling webhook).
+    webhook: str = ""
+    _sources: Iterator[int] = field(default_factory=lambda: itertools.count(1), repr=False)
+
+    @property
+    def ended(self) -> bool:
+        return self.ended_at is not None
+
+    def next_source_id(self) -> int:
+        return next(self._sources)
+
+
 @dataclass
 class SimCall:
     id: str
@@ -142,6 +191,36 @@ class SimCall:
     joining_responses: list[dict[str, Any]] = field(default_factory=list)
     #: A pending (answer-deadline) decision has been made: answer, reject or redirect.
     decided: str | None = None
+    #: App-hosted media: the simulator's connection to the bot's media session (None: service-hosted, or the
+    #: simulator plays no media).
+    media: MediaLink | None = None
+    #: For a policy-recording leg: the people's call it records.
+    conversation: Conversation | None = None
+    #: What each participant says, by target (a policy-recording leg shares its conversation's).
+    speech: dict[str, list[Utterance]] = field(default_factory=dict)
+    #: The answer's participantCapacity (policy recording): how many policy users this leg takes.
+    participant_capacity: int | None = None
+    #: Policy users this leg records: the recorded user and every joiner it accepted.
+    recorded_users: list[str] = field(default_factory=list)
+    recording_log: list[RecordingStatusChange] = field(default_factory=list)
+    #: Rules the bot broke that Teams does not enforce (noted in the transcript too).
+    violations: list[str] = field(default_factory=list)
+    _sources: Iterator[int] = field(default_factory=lambda: itertools.count(1), repr=False)
+
+    def add_participant(self, participant: Participant) -> Participant:
+        """Put a participant in the call, with a media source id of its own unless it has one; the one already
+        there with that id if any."""
+        if participant.id in self.participants:
+            return self.participants[participant.id]
+        if not participant.source_id:
+            participant.source_id = (self.conversation.next_source_id() if self.conversation is not None
+                                     else next(self._sources))
+        self.participants[participant.id] = participant
+        return participant
+
+    def source_ids(self) -> dict[str, int]:
+        """Each participant's media source id, by target."""
+        return {target_of(p.identity): p.source_id for p in self.participants.values()}
 
     @property
     def ended(self) -> bool:

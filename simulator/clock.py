@@ -25,6 +25,10 @@ Callback = Callable[[], object]
 #: Where virtual time starts unless told otherwise: Tuesday 3 March 2026, 10:00 in Seattle (18:00 UTC),
 #: inside the sample flows' business hours.
 DEFAULT_EPOCH = datetime(2026, 3, 3, 18, 0, 0, tzinfo=UTC)
+#: The request header that hands a sender's hold on the clock to the receiver (`Clock.hold`): the simulator
+#: posts a notification holding time still, and the local host takes the hold over once its own busy scope has
+#: begun, so a bot that then waits on purpose (`pause`) lets virtual time pass while its caller still waits.
+HOLD_HEADER = "x-sim-clock-hold"
 
 
 class Stuck(Exception):
@@ -64,6 +68,15 @@ class Clock(Protocol):
 
     def leave(self) -> None: ...
 
+    async def pause(self, delay: float) -> None:
+        """Sleep `delay` from inside a busy scope: virtual time may pass meanwhile."""
+
+    def hold(self) -> str:
+        """Keep time still until `release(token)`: a hold another party can end (HOLD_HEADER)."""
+
+    def release(self, token: str) -> None:
+        """End a hold; a second release of the same token does nothing."""
+
     def changed(self) -> None:
         """Something observable happened: wake whoever waits in run_until."""
 
@@ -81,6 +94,8 @@ class _Base(ABC):
     def __init__(self) -> None:
         self._busy = 0
         self._changed: asyncio.Event | None = None
+        self._holds: set[str] = set()
+        self._hold_ids = itertools.count(1)
 
     def _event(self) -> asyncio.Event:
         if self._changed is None:
@@ -98,6 +113,27 @@ class _Base(ABC):
     def leave(self) -> None:
         self._busy -= 1
         self.changed()
+
+    async def pause(self, delay: float) -> None:
+        """Sleep `delay` from inside a busy scope (a request that waits on purpose): time may pass meanwhile."""
+        self.leave()
+        try:
+            await self.sleep(delay)
+        finally:
+            self.enter()
+
+    def hold(self) -> str:
+        """Keep time still until `release(token)`, which whoever has the token may call (HOLD_HEADER)."""
+        token = str(next(self._hold_ids))
+        self._holds.add(token)
+        self.enter()
+        return token
+
+    def release(self, token: str) -> None:
+        """End a hold; an unknown or already released token does nothing (sender and receiver both release)."""
+        if token in self._holds:
+            self._holds.discard(token)
+            self.leave()
 
     @asynccontextmanager
     async def _busy_scope(self) -> AsyncIterator[None]:
@@ -147,6 +183,9 @@ class _Base(ABC):
 
     @abstractmethod
     def call_later(self, delay: float, callback: Callback) -> TimerHandle: ...
+
+    @abstractmethod
+    async def sleep(self, delay: float) -> None: ...
 
 
 class RealClock(_Base):

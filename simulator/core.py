@@ -13,19 +13,33 @@ import asyncio
 import functools
 import logging
 import secrets
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import aiohttp
 
-from simulator.calls import Heard, Leg, MediaOp, Participant, Recording, SimCall, new_id
+from simulator import speech
+from simulator.calls import (
+    Conversation,
+    Heard,
+    Leg,
+    MediaOp,
+    Participant,
+    Recording,
+    RecordingStatusChange,
+    SimCall,
+    new_id,
+)
 from simulator.clock import Clock
 from simulator.delivery import Outbox
 from simulator.directory import NO_ANSWER_AFTER, Directory, identity_of, target_of
 from simulator.faults import Faults
 from simulator.media import PromptLibrary, tone_wav
+from simulator.media_link import MediaLink, SentFrame
 from simulator.signing import Signer
+from simulator.speech import Say, Utterance
 from simulator.transcript import Transcript
 
 log = logging.getLogger("simulator")
@@ -42,6 +56,22 @@ CANCELLED = {"code": 400, "subcode": 8508, "message": "Action failed, the operat
 MAX_DURATION = {"code": 200, "subcode": 8515, "message": "Action completed, max record duration reached."}
 TRANSFERRED = {"code": 0, "subcode": 7015, "message": "GracefulTransferCompleted"}
 KEEPALIVE_TIMEOUT = {"code": 408, "subcode": 8537, "message": "Keep Alive timeout"}
+#: App-hosted media (docs/local-development.md, "Simulator assumptions"). The media service cannot reach the
+#: bot's media session as the call is set up: the call goes from establishing to terminated this long after
+#: the attempt, with Graph's documented 500/1005 (comms-samples issues show establishing → terminated
+#: "within a couple of seconds" for app-hosted media that cannot be negotiated).
+MEDIA_SETUP_FAILED_AFTER = 2.0
+MEDIA_UNREACHABLE = {"code": 500, "subcode": 1005, "message": "Server encountered connectivity error with Bot's "
+                     "media. Check media connectivity between Bot and Microsoft."}
+#: The bot's media connection dropped mid-call and the bot did not hang up: its leg ends this long after,
+#: 410/301005 (as policy-recording bots report when removed mid-call). 30 s is ICE's consent-freshness
+#: expiry (RFC 7675); Teams does not document its own figure.
+MEDIA_LOSS_TIMEOUT = 30.0
+MEDIA_LOST = {"code": 410, "subcode": 301005, "message": "Media connectivity failure."}
+#: A policy-recording bot that has had the call's media this long without setting any recording status is
+#: noted as a violation (Graph: no recording or persisting of media before updateRecordingStatus(recording)
+#: succeeded). The simulator's own bound, not a Teams one; Teams does not end the call for it.
+RECORDING_STATUS_WITHIN = 5.0
 ENDED_BY_BOT = {"code": 200, "subcode": 7000, "message": "The call was ended by the application."}
 ENDED_BY_PSTN = {"code": 200, "subcode": 540000, "message": "Call ended by PSTN user."}
 ENDED_BY_PEER = {"code": 200, "subcode": 4521, "message": "The conversation was ended by the other participant."}
@@ -90,7 +120,8 @@ class Meeting:
 class Simulator:
     def __init__(self, *, clock: Clock, bot: Bot, directory: Directory | None = None,
                  faults: Faults | None = None, prompts: PromptLibrary | None = None,
-                 establish_after: float = 0.2, tone_gap: float = 0.25, signer: Signer | None = None) -> None:
+                 establish_after: float = 0.2, tone_gap: float = 0.25, signer: Signer | None = None,
+                 media_service: bool = False) -> None:
         self.clock = clock
         self.bot = bot
         self.directory = directory or Directory()
@@ -106,6 +137,13 @@ class Simulator:
         self._session: aiohttp.ClientSession | None = None
         self.outbox = Outbox(self)
         self.listeners: list[Callable[[SimCall], None]] = []
+        #: Play the Teams media service for app-hosted calls (simulator/media_link.py): connect to the loopback
+        #: media session an answer's blob names, fail any other blob. Off: app-hosted media is accepted and
+        #: never connected (the Graph-shape tests drive the bare Simulator this way); the harness turns it on.
+        self.media_service = media_service
+        #: Bot workers that died (`kill_worker`), by the host:port of their callback: nothing is posted there.
+        self.dead_workers: set[str] = set()
+        self._tasks: set[asyncio.Task[None]] = set()
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -118,6 +156,13 @@ class Simulator:
     async def close(self) -> None:
         for call in self.calls.values():
             self._cancel_timers(call)
+        for task in list(self._tasks):
+            task.cancel()
+        if self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+        for call in self.calls.values():
+            if call.media is not None:
+                await call.media.aclose()
         await self.outbox.close()
         if self._session is not None:
             await self._session.close()
@@ -133,41 +178,105 @@ class Simulator:
 
     def dial(self, *, source: str, to: str | None = None, tenant_id: str | None = None,
              display_name: str | None = None, policy_recording: bool = False,
-             observed: str | None = None, bot_data: dict[str, Any] | None = None) -> SimCall:
+             observed: str | None = None, bot_data: dict[str, Any] | None = None, others: Sequence[str] = (),
+             speech: Mapping[str, Sequence[Say]] | None = None, webhook: str | None = None) -> SimCall:
         """A caller rings the bot: an incoming-call notification, and Graph's answer deadline starts.
 
         `to`: the bot's phone number, `instance:<id>`, or None/`app` for the bot's app id (a Teams
         user calling the bot directly).
+
+        With `policy_recording`, `source` is a Teams user under a recording policy, in a call of their own
+        with `others` (a Conversation), and Teams invites the bot to record it: tokenMeetingInfo,
+        incomingContext (the observed participant is the source's), botData, a 5 s answer deadline; the
+        bot's leg is a group call with roster notifications. `speech`: what each party says, by target
+        (each `Say`'s `at` counts from now). `webhook`: where Teams posts the call (default: the bot's calling
+        webhook), for a test that plays the whole bot itself.
         """
         tenant = tenant_id or self.bot.tenant_id
         target_identity = self._bot_target(to, tenant)
+        conversation = None
+        if policy_recording:
+            conversation = Conversation(new_id(), source, self.now(), webhook=webhook or self.bot.webhook_url)
+            for party in dict.fromkeys([source, *others]):
+                name = display_name if party == source else None
+                self._enter_party(conversation, party, identity_of(party, tenant_id=tenant, display_name=name))
+                conversation.present.append(party)
+        elif others:
+            raise ValueError("`others` are the parties of a policy-recorded call: give policy_recording=True")
         source_identity = identity_of(source, tenant_id=tenant, display_name=display_name)
         call = SimCall(
             id=new_id(), tenant_id=tenant, direction="incoming",
-            source={"@odata.type": "#microsoft.graph.participantInfo", "id": new_id(),
+            source={"@odata.type": "#microsoft.graph.participantInfo",
+                    "id": conversation.parties[source].id if conversation is not None else new_id(),
                     "identity": source_identity, "endpointType": "default", "region": "amer",
                     "languageId": "en-US"},
             targets=[{"@odata.type": "#microsoft.graph.invitationParticipantInfo", "id": new_id(),
                       "identity": target_identity, "endpointType": "default"}],
-            callback_uri=self.bot.webhook_url, remote=source)
+            callback_uri=webhook or self.bot.webhook_url, remote=source)
         call.transcript = Transcript(call.id, f"{source} calls {to or 'the bot'}")
-        if policy_recording:
-            observed_target = observed or source
-            call.meeting_info = {"@odata.type": "#microsoft.graph.tokenMeetingInfo", "token": secrets.token_hex(16)}
-            call.incoming_context = {"@odata.type": "#microsoft.graph.incomingContext",
-                                     "sourceParticipantId": call.source["id"],
-                                     "observedParticipantId": new_id()}
-            call.application_metadata = {"botData": bot_data or {
-                "mediaHostedRegion": "USEA", "inviteReasons": ["PolicyBasedRecording"],
-                "policyIdentifier": "Compliance recording",
-                "user": {"id": observed_target.partition(":")[2] or observed_target,
-                         "participationMethod": "caller", "clientLocation": "US"}}}
+        if conversation is not None:
+            self._record(call, conversation, observed or source, bot_data=bot_data,
+                         other=next((o for o in others if o != source), None))
         self.calls[call.id] = call
-        self.note(call, f"{source} dials {to or 'the bot'}" + (" (policy recording)" if policy_recording else ""),
-                  "caller")
+        what = f" (policy recording{', with ' + ', '.join(others) if others else ''})" if policy_recording else ""
+        self.note(call, f"{source} dials {to or 'the bot'}{what}", "caller")
+        for who, says in (speech or {}).items():
+            for say in says:
+                self.say(call, who, say)
         self.outbox.post(call, "created", call.to_json(), "incoming")
         deadline = POLICY_RECORDING_DEADLINE if policy_recording else ANSWER_DEADLINE
         call.timers["answer"] = self.clock.call_later(deadline, lambda: self._not_answered(call, deadline))
+        return call
+
+    def _enter_party(self, conversation: Conversation, target: str, identity: dict[str, Any]) -> Participant:
+        """A party of the people's call: one participant id and media source id for every bot leg."""
+        party = conversation.parties.get(target)
+        if party is None:
+            party = Participant(new_id(), identity, source_id=conversation.next_source_id())
+            conversation.parties[target] = party
+        return party
+
+    def _record(self, call: SimCall, conversation: Conversation, observed: str, *,
+                bot_data: dict[str, Any] | None, other: str | None) -> None:
+        """Make `call` a policy-recording leg of `conversation`, recording `observed` (the policy user)."""
+        call.kind = "group"  # the bot joins the people's call with its join token: a group call for it
+        call.conversation = conversation
+        conversation.legs.append(call)
+        call.speech = conversation.speech
+        call.recorded_users = [observed]
+        party = conversation.parties.get(observed)
+        call.meeting_info = {"@odata.type": "#microsoft.graph.tokenMeetingInfo", "token": secrets.token_hex(16)}
+        call.incoming_context = {"@odata.type": "#microsoft.graph.incomingContext",
+                                 "sourceParticipantId": call.source["id"],
+                                 "observedParticipantId": party.id if party is not None else new_id()}
+        data: dict[str, Any] = {
+            "mediaHostedRegion": "USEA", "inviteReasons": ["PolicyBasedRecording"],
+            "policyIdentifier": "Compliance recording",
+            "user": {"id": observed.partition(":")[2] or observed, "participationMethod": "caller",
+                     "clientLocation": "US"}}
+        other_party = conversation.parties.get(other or "")
+        if other is not None and other.startswith("user:") and other_party is not None:
+            data["otherSideUser"] = {"id": other.partition(":")[2], "participantId": other_party.id,
+                                     "tenantId": call.tenant_id, "participationMethod": "callee",
+                                     "clientLocation": "US"}
+        call.application_metadata = {"botData": bot_data or data}
+
+    def _policy_leg(self, origin: SimCall, target: str, joining: dict[str, Any], callback_uri: str,
+                    why: str) -> SimCall:
+        """Teams invites a (new) recording bot for `target` into `origin`'s people's call: a new incoming call."""
+        conversation = origin.conversation
+        call = SimCall(id=str(joining.get("id") or new_id()), tenant_id=origin.tenant_id, direction="incoming",
+                       source=dict(joining.get("source") or {}), targets=list(origin.targets),
+                       callback_uri=callback_uri, remote=target)
+        call.transcript = Transcript(call.id, f"{target} joins recorded call {origin.id[:8]} ({why})")
+        if conversation is not None:
+            self._record(call, conversation, target, bot_data=None, other=None)
+        self.calls[call.id] = call
+        self.note(call, f"{target} joins a policy-recorded call: Teams invites a recording bot at "
+                  f"{callback_uri} ({why})", "caller")
+        self.outbox.post(call, "created", call.to_json(), "incoming")
+        call.timers["answer"] = self.clock.call_later(
+            POLICY_RECORDING_DEADLINE, lambda: self._not_answered(call, POLICY_RECORDING_DEADLINE))
         return call
 
     def _bot_target(self, to: str | None, tenant: str) -> dict[str, Any]:
@@ -221,20 +330,141 @@ class Simulator:
         call.speech_seconds = seconds
 
     def hang_up(self, call: SimCall) -> None:
-        """The caller hangs up."""
+        """The caller hangs up. In a policy-recorded call the recorded user hangs up: the people's call ends,
+        and with it every recording bot's leg (even after a bot's own leg ended: the people's call goes on
+        without it until then)."""
+        conversation = call.conversation
+        if conversation is not None:
+            if conversation.ended:
+                return
+            self.note(call, "caller hangs up" + (" (the people's call ends)" if call.ended else ""), "caller")
+            for leg in conversation.legs:
+                self._flush_media(leg)
+            conversation.ended_at = self.now()
+            for leg in conversation.legs:
+                self._terminate(leg, ENDED_BY_PSTN if leg.remote.startswith("+") else ENDED_BY_PEER)
+            return
         if call.ended:
             return
         self.note(call, "caller hangs up", "caller")
         self._terminate(call, ENDED_BY_PSTN if call.remote.startswith("+") else ENDED_BY_PEER)
 
-    def participant_joining(self, call: SimCall, participant: str) -> None:
-        """Another participant of a policy-recorded group joins: the bot is asked how to take it."""
+    def participant_joining(self, call: SimCall, participant: str, *,
+                            speech: Sequence[Say] = ()) -> None:
+        """Another Teams user under the recording policy joins the recorded call. While the bot's leg has room
+        (its answer's participantCapacity; no capacity given: always), the bot gets a
+        participantJoiningNotification and its HTTP response decides: acceptJoinResponse adds the joiner to
+        this leg's roster and media, rejectJoinResponse leaves them out of it, inviteNewBotResponse has Teams
+        invite the bot at `inviteUri` with a new incoming call. A full leg: the new incoming call goes to the
+        bot's webhook at once. `speech` (its `at` counting from now): what the joiner says."""
+        conversation = call.conversation
+        identity = identity_of(participant, tenant_id=call.tenant_id)
+        joiner = (self._enter_party(conversation, participant, identity) if conversation is not None
+                  else Participant(new_id(), identity))
+        for say in speech:
+            self.say(call, participant, say, present=False)
         joining_call = {**call.to_json(), "id": new_id(), "state": "incoming"}
-        joining_call["source"] = {"@odata.type": "#microsoft.graph.participantInfo", "id": new_id(),
-                                  "identity": identity_of(participant, tenant_id=call.tenant_id)}
+        joining_call["source"] = {"@odata.type": "#microsoft.graph.participantInfo", "id": joiner.id,
+                                  "identity": identity}
+        joining_call["incomingContext"] = {"@odata.type": "#microsoft.graph.incomingContext",
+                                           "sourceParticipantId": joiner.id, "observedParticipantId": joiner.id}
+        metadata = call.application_metadata or {}
+        if isinstance(metadata.get("botData"), dict):
+            bot_data = dict(metadata["botData"])
+            bot_data["user"] = {**bot_data.get("user", {}), "id": participant.partition(":")[2] or participant,
+                                "participationMethod": "callee"}
+            bot_data.pop("otherSideUser", None)
+            joining_call["applicationMetadata"] = {"botData": bot_data}
+        capacity = call.participant_capacity
+        if capacity is not None and call.decided == "answer" and len(call.recorded_users) >= capacity:
+            self.note(call, f"{participant} joins the recorded group; this leg is full (participantCapacity "
+                      f"{capacity}): Teams sends a new incoming call instead", "caller")
+            webhook = conversation.webhook if conversation is not None else self.bot.webhook_url
+            self._policy_leg(call, participant, joining_call, webhook, "capacity reached")
+            return
         self.note(call, f"{participant} joins the recorded group: participantJoining", "to-bot")
         self.outbox.post(call, "created", {"@odata.type": "#microsoft.graph.participantJoiningNotification",
-                                           "call": joining_call}, "joining", log_summary=False)
+                                           "call": joining_call}, "joining", log_summary=False,
+                         on_response=functools.partial(self._join_answered, call, participant, joiner, joining_call))
+
+    def _join_answered(self, call: SimCall, target: str, joiner: Participant, joining: dict[str, Any],
+                       status: int, body: Any) -> None:
+        """Teams honours the bot's participantJoiningResponse (the HTTP response to the joining notification)."""
+        kind = ""
+        if 200 <= status < 300 and isinstance(body, dict):
+            kind = str(body.get("@odata.type", "")).rsplit(".", 1)[-1]
+        if kind == "acceptJoinResponse":
+            if call.ended:
+                self.note(call, f"the bot accepts {target}, but its leg has ended")
+                return
+            call.recorded_users.append(target)
+            self.note(call, f"the bot accepts {target} into the recorded call")
+            if call.conversation is None:
+                self._admit(call, joiner, target)
+            else:
+                self._join_conversation(call.conversation, target)
+        elif kind == "rejectJoinResponse":
+            self.note(call, f"the bot rejects {target} ({body.get('reason') or 'none'}): this leg does not "
+                      "record them")
+        elif kind == "inviteNewBotResponse" and isinstance(body.get("inviteUri"), str) and body["inviteUri"]:
+            self.note(call, f"the bot asks Teams to invite a new bot for {target} at {body['inviteUri']}")
+            self._policy_leg(call, target, joining, body["inviteUri"], "inviteNewBot")
+        else:
+            self.note(call, f"no participantJoiningResponse from the bot: {target} is not added to the "
+                      "recorded call")
+
+    def _join_conversation(self, conversation: Conversation, target: str) -> None:
+        """`target` is in the people's call from now: every established bot leg hears it and lists it."""
+        if target in conversation.present or conversation.ended:
+            return
+        conversation.present.append(target)
+        party = conversation.parties[target]
+        for leg in conversation.legs:
+            if not leg.ended and leg.answered_at is not None:
+                self._admit(leg, party, target)
+
+    def _admit(self, call: SimCall, participant: Participant, target: str) -> None:
+        self._flush_media(call)
+        joined = call.add_participant(participant)
+        self.note(call, f"{target} joins the call (media source {joined.source_id})", "caller")
+        self._roster(call)
+
+    # -- what people say -----------------------------------------------------------------------------
+
+    def say(self, call: SimCall, who: str, what: Say, *, present: bool = True) -> Utterance:
+        """`who` says `what`, `what.at` seconds from now. In a policy-recorded call `who` must be one of its
+        parties (`present=False`: or one not yet in it, a joiner)."""
+        conversation = call.conversation
+        if conversation is not None and who not in (conversation.present if present else conversation.parties):
+            raise ValueError(f"{who} is not in the recorded call ({', '.join(conversation.present)})")
+        self._flush_media(call)
+        said = Utterance.place(what, self.now())
+        call.speech.setdefault(who, []).append(said)
+        self.clock.call_later(max(said.start / speech.SAMPLE_RATE - self.now(), 0.0),
+                              functools.partial(self._speech_began, call, who, said))
+        return said
+
+    def stop_speaking(self, call: SimCall, who: str) -> None:
+        """`who` falls silent now: whatever they were saying, or were going to, is cut."""
+        self._flush_media(call)
+        at = speech.samples(self.now())
+        plan = call.speech.get(who, [])
+        was = speech.speaking(plan, at)
+        call.speech[who] = [kept for item in plan if (kept := item.cut(at)) is not None]
+        if was is not None:
+            self.note(call, f"{who} falls silent", "caller")
+
+    def _speech_began(self, call: SimCall, who: str, said: Utterance) -> None:
+        if said not in call.speech.get(who, []):
+            return  # cut before it began
+        legs = call.conversation.legs if call.conversation is not None else [call]
+        for leg in legs:
+            party = next((p for p in leg.participants.values() if target_of(p.identity) == who), None)
+            if party is None and leg.conversation is not None:
+                party = leg.conversation.parties.get(who) if who in leg.conversation.present else None
+            if leg.ended or party is None:
+                continue
+            self.note(leg, f"{who} says {said.say.describe()} (media source {party.source_id})", "caller")
 
     # -- notifications ---------------------------------------------------------------------------
 
@@ -260,6 +490,8 @@ class Simulator:
                    reason: str | None = None) -> None:
         if call.ended:
             return
+        if call.media is not None:
+            call.media.close()
         self._cancel_timers(call)
         for op in [call.current_media, *call.media_queue]:
             if op is not None:
@@ -281,6 +513,13 @@ class Simulator:
         else:
             call.state = "terminated"
         self.note(call, f"call ended: {result['code']}/{result['subcode']} {result['message']}")
+        if call.media is not None and call.media.started_at is not None:
+            link = call.media
+            self.note(call, f"media ended: {link.ticks} ticks ({link.frames} speaker frames) sent, "
+                      f"{len(link.sent)} frames from the bot" + (f", {link.dropped} ticks dropped" if link.dropped
+                                                                else ""))
+        if call.conversation is not None and not call.conversation.ended:
+            self.note(call, "the people's call goes on without this recording bot")
 
     def _cancel_timers(self, call: SimCall) -> None:
         for timer in call.timers.values():
@@ -302,29 +541,165 @@ class Simulator:
         call.media_config = body.get("mediaConfig")
         call.callback_uri = body.get("callbackUri") or call.callback_uri
         call.requested_modalities = body.get("acceptedModalities") or ["audio"]
+        capacity = body.get("participantCapacity")
+        call.participant_capacity = capacity if isinstance(capacity, int) else None
         prefetch = (call.media_config or {}).get("preFetchMedia") or []
-        self.note(call, "bot answers" + (f" (prefetching {len(prefetch)} prompt(s))" if prefetch else ""), "from-bot")
+        details = [text for text, shown in (("app-hosted media", _app_blob(call) is not None),
+                                            (f"participantCapacity {capacity}", capacity is not None),
+                                            (f"prefetching {len(prefetch)} prompt(s)", bool(prefetch))) if shown]
+        self.note(call, "bot answers" + (f" ({', '.join(details)})" if details else ""), "from-bot")
         self.clock.call_later(self.establish_after, lambda: self._establishing(call))
 
     def _establishing(self, call: SimCall) -> None:
         if call.ended:
             return
         self._state(call, "establishing")
-        self.clock.call_later(self.establish_after, lambda: self._established(call))
+
+        def connected() -> None:
+            self.clock.call_later(self.establish_after, lambda: self._established(call))
+
+        self._connect_media(call, connected)
 
     def _established(self, call: SimCall) -> None:
-        if call.ended:
+        if call.ended or (call.media is not None and call.media.state == "failed"):
             return
         call.audio = "active"
         call.answered_at = self.now()
         bot = Participant(call.my_participant_id, identity_of(f"app:{self.bot.app_id}",
                                                              display_name=self.bot.display_name))
-        remote = Participant(new_id(), identity_of(call.remote, tenant_id=call.tenant_id))
-        call.participants.setdefault(bot.id, bot)
-        call.participants.setdefault(remote.id, remote)
+        call.add_participant(bot)
+        conversation = call.conversation
+        if conversation is not None:
+            # the policy users this leg records join the people's call with it (a joiner Teams invited it for)
+            for target in call.recorded_users:
+                self._join_conversation(conversation, target)
+            for target in conversation.present:
+                call.add_participant(conversation.parties[target])
+        else:
+            call.add_participant(Participant(new_id(), identity_of(call.remote, tenant_id=call.tenant_id)))
         self._state(call, "established")
         self._roster(call)
         self._keepalive(call)
+        self._begin_media(call)
+
+    # -- app-hosted media: the simulator plays the Teams media service (simulator/media_link.py) ------------
+
+    def _connect_media(self, call: SimCall, then: Callable[[], None]) -> None:
+        """Connect to the bot's media session (app-hosted media), then `then()`; without app-hosted media, or
+        with the media service off, `then()` at once. A failed connection fails the call."""
+        blob = _app_blob(call)
+        if blob is None or not self.media_service:
+            then()
+            return
+        link = MediaLink(blob, clock=self.clock, speakers=functools.partial(self._speakers, call),
+                         on_lost=functools.partial(self._media_lost, call),
+                         on_sent=functools.partial(self._media_sent, call))
+        call.media = link
+        self.clock.enter()
+
+        async def connect() -> None:
+            try:
+                failure = await link.connect()
+                if call.ended:
+                    link.close()
+                elif failure is not None:
+                    self._media_failed(call, failure)
+                else:
+                    self.note(call, f"media connected: the media service reached the bot's media session at "
+                              f"{link.address}")
+                    then()
+            finally:
+                self.clock.leave()
+
+        task = asyncio.get_running_loop().create_task(connect())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _media_failed(self, call: SimCall, why: str) -> None:
+        if call.ended or "media-failed" in call.timers:
+            return
+        self.note(call, f"media failed: {why}; Teams cannot reach the bot's media and ends the call in "
+                  f"{MEDIA_SETUP_FAILED_AFTER:g} s")
+        call.timers["media-failed"] = self.clock.call_later(
+            MEDIA_SETUP_FAILED_AFTER, lambda: self._terminate(call, MEDIA_UNREACHABLE))
+
+    def _begin_media(self, call: SimCall) -> None:
+        """The call is established: media flows (a tick every 20 ms), and a recording bot's clock starts."""
+        link = call.media
+        if link is None or link.state == "failed":
+            return
+        link.start()
+        sources = ", ".join(f"{'the bot' if p.id == call.my_participant_id else target_of(p.identity)} {p.source_id}"
+                            for p in call.participants.values())
+        self.note(call, f"media streaming: a tick every 20 ms with each speaker's frame (media source ids: "
+                  f"{sources})")
+        if call.conversation is not None:
+            call.timers["recording-status"] = self.clock.call_later(
+                RECORDING_STATUS_WITHIN, functools.partial(self._check_recording_status, call))
+
+    def _check_recording_status(self, call: SimCall) -> None:
+        if call.ended or call.recording_log:
+            return
+        why = (f"the bot has had the call's media for {RECORDING_STATUS_WITHIN:g} s and set no recording status: "
+               "Graph forbids recording or keeping media before updateRecordingStatus(recording) has succeeded")
+        call.violations.append(why)
+        self.note(call, f"violation: {why}")
+
+    def _speakers(self, call: SimCall, sample: int) -> list[tuple[int, bytes]]:
+        """The unmixed frame of every participant speaking in the 20 ms from `sample` (not the bot, not the
+        muted), with their media source ids."""
+        found = []
+        for participant in call.participants.values():
+            if participant.id == call.my_participant_id or participant.is_muted:
+                continue
+            plan = call.speech.get(target_of(participant.identity))
+            pcm = speech.frame(plan, sample) if plan else None
+            if pcm is not None:
+                found.append((participant.source_id, pcm))
+        return found
+
+    def _flush_media(self, call: SimCall) -> None:
+        """Send every tick already due, before something changes what the next ticks carry."""
+        for leg in call.conversation.legs if call.conversation is not None else [call]:
+            if leg.media is not None:
+                leg.media.catch_up()
+
+    def _media_sent(self, call: SimCall, frame: SentFrame) -> None:
+        if call.media is not None and len(call.media.sent) == 1:
+            self.note(call, "media: the bot sends audio", "from-bot")
+        self.clock.changed()
+
+    def _media_lost(self, call: SimCall, why: str) -> None:
+        """The bot's media connection ended while its call is up: Teams ends the bot's leg after a while."""
+        if call.ended or "media-lost" in call.timers:
+            return
+        if call.media is None or call.media.started_at is None:
+            self._media_failed(call, why)
+            return
+        self.note(call, f"media lost: {why}; Teams ends the bot's leg in {MEDIA_LOSS_TIMEOUT:g} s unless the bot "
+                  "hangs up")
+        call.timers["media-lost"] = self.clock.call_later(MEDIA_LOSS_TIMEOUT,
+                                                          lambda: self._terminate(call, MEDIA_LOST))
+
+    def kill_worker(self, call: SimCall) -> list[SimCall]:
+        """The bot's worker serving `call` dies: every media connection it held drops (no BYE) and its
+        callback (the host:port of `call`'s callbackUri) stops answering. The calls it served, for each of
+        which Teams ends the bot's leg MEDIA_LOSS_TIMEOUT later; the people's calls go on."""
+        return self.kill_worker_at(call.callback_uri)
+
+    def kill_worker_at(self, url: str) -> list[SimCall]:
+        """The bot's worker at `url` (any URL on its host:port) dies, as in `kill_worker`."""
+        worker = _worker_of(url)
+        self.dead_workers.add(worker)
+        served = [c for c in self.calls.values() if not c.ended and _worker_of(c.callback_uri) == worker]
+        for other in served:
+            self.note(other, f"the bot's worker at {worker} dies: its media connection drops and its callback "
+                      "stops answering")
+            link = other.media
+            if link is not None and link.state in ("connected", "streaming"):
+                link.drop("the bot's worker died")
+                self._media_lost(other, "the bot's worker died")
+        return served
 
     def _keepalive(self, call: SimCall) -> None:
         old = call.timers.get("keepalive")
@@ -648,6 +1023,7 @@ class Simulator:
         participant = call.participants.get(pid)
         if participant is None:
             raise GraphHttpError(404, "itemNotFound", f"Participant {pid} is not in call {call.id}.")
+        self._flush_media(call)
         participant.is_muted = muted
         who = "itself" if pid == call.my_participant_id else target_of(participant.identity)
         self.note(call, f"bot {'mutes' if muted else 'unmutes'} {who}", "from-bot")
@@ -671,9 +1047,9 @@ class Simulator:
                 return
             self._leg_done(call, leg, winner, outcome)
             if winner is not None:
+                self._flush_media(call)
                 for target in targets:
-                    participant = Participant(new_id(), identity_of(target, tenant_id=call.tenant_id))
-                    call.participants[participant.id] = participant
+                    call.add_participant(Participant(new_id(), identity_of(target, tenant_id=call.tenant_id)))
                 self._roster(call)
                 for info in infos:
                     replaced = self.calls.get(str(info.get("replacesCallId") or ""))
@@ -690,6 +1066,7 @@ class Simulator:
         return op
 
     def graph_remove_participant(self, call: SimCall, participant_id: str) -> None:
+        self._flush_media(call)
         participant = call.participants.pop(participant_id, None)
         if participant is None:
             raise GraphHttpError(404, "itemNotFound", f"Participant {participant_id} is not in call {call.id}.")
@@ -704,7 +1081,11 @@ class Simulator:
         bot = call.participants.get(call.my_participant_id)
         if bot is not None:
             bot.recording_status = status
-        self.note(call, f"bot sets its recording status to {status}", "from-bot")
+        call.recording_log.append(RecordingStatusChange(self.now(), str(status)))
+        media = call.media
+        since = (f" ({self.now() - media.started_at:.3f} s after its media started)"
+                 if media is not None and media.started_at is not None else "")
+        self.note(call, f"bot sets its recording status to {status}{since}", "from-bot")
         self._roster(call)
         return self._operation(call, "updateRecordingStatusOperation", body, "completed")
 
@@ -739,8 +1120,9 @@ class Simulator:
         self.note(call, f"bot places a {kind} call to {remote}", "from-bot")
         bot = Participant(call.my_participant_id, identity_of(f"app:{self.bot.app_id}",
                                                              display_name=self.bot.display_name))
-        call.participants[bot.id] = bot
+        call.add_participant(bot)
         self._later(call, 0, lambda: None if call.ended else self._state(call, "establishing"))
+        self._connect_media(call, lambda: None)  # app-hosted media: set up while the call is placed
         if kind == "meeting":
             self._later(call, self.establish_after, lambda: self._join_meeting(call, body))
             return call
@@ -752,14 +1134,16 @@ class Simulator:
             if winner is None:
                 self._terminate(call, RING_FAILURES[outcome])
                 return
+            if call.media is not None and call.media.state == "failed":
+                return  # the media failure ends the call
             for name in target_names if kind == "group" else [winner]:
-                participant = Participant(new_id(), identity_of(name, tenant_id=tenant))
-                call.participants[participant.id] = participant
+                call.add_participant(Participant(new_id(), identity_of(name, tenant_id=tenant)))
             call.remote = winner
             call.audio, call.answered_at = "active", self.now()
             self._state(call, "established")
             self._roster(call)
             self._keepalive(call)
+            self._begin_media(call)
 
         self._ring(call, target_names, None, done)
         return call
@@ -775,14 +1159,29 @@ class Simulator:
         if meeting is None:
             self._terminate(call, {"code": 404, "subcode": 0, "message": f"Meeting {key} was not found."})
             return
+        if call.media is not None and call.media.state == "failed":
+            return  # the media failure ends the call
         for person in [meeting.organizer, *meeting.attendees]:
-            participant = Participant(new_id(), identity_of(person, tenant_id=call.tenant_id))
-            call.participants[participant.id] = participant
+            call.add_participant(Participant(new_id(), identity_of(person, tenant_id=call.tenant_id)))
         call.audio, call.answered_at = "active", self.now()
         self.note(call, f"bot joins the meeting ({1 + len(meeting.attendees)} people in it)")
         self._state(call, "established")
         self._roster(call)
         self._keepalive(call)
+        self._begin_media(call)
+
+
+def _app_blob(call: SimCall) -> str | None:
+    """The blob of an appHostedMediaConfig; None for any other media config."""
+    config = call.media_config or {}
+    if not str(config.get("@odata.type", "")).endswith("appHostedMediaConfig"):
+        return None
+    return str(config.get("blob") or "")
+
+
+def _worker_of(uri: str) -> str:
+    """The host:port a callback URI reaches: one bot worker."""
+    return urlsplit(uri).netloc or uri
 
 
 def _prompt_name(prompt: dict[str, Any]) -> str:

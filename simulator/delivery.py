@@ -13,10 +13,14 @@ import json
 import logging
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 import aiohttp
+
+from simulator.clock import HOLD_HEADER
 
 if TYPE_CHECKING:
     from simulator.calls import SimCall
@@ -36,6 +40,14 @@ class Pending:
     summary: str
     #: Posted on its own, never batched with what precedes it (a duplicate arrives as a second POST).
     alone: bool = False
+    #: Hears the bot's HTTP response to it (status, body): a participantJoiningResponse. Such a notification
+    #: goes in a POST of its own, so the response is its alone.
+    on_response: Callable[[int, Any], None] | None = None
+    #: Where it goes: the call's callback when it was raised (an answer can move the callback elsewhere).
+    url: str = ""
+
+    def __post_init__(self) -> None:
+        self.url = self.url or self.call.callback_uri
 
 
 @dataclass
@@ -48,12 +60,15 @@ class _Queue:
 class Outbox:
     def __init__(self, sim: Simulator) -> None:
         self._sim = sim
-        self._queues: dict[str, _Queue] = {}
+        #: One queue per call and callback: notifications to one endpoint go in order, one POST at a time, and
+        #: a worker's are not held up behind a request the app's webhook still holds open (a hand-off).
+        self._queues: dict[tuple[str, str], _Queue] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self.posts = 0
 
     def post(self, call: SimCall, change: str, resource: Any, label: str, *, suffix: str = "",
-             operation_id: str | None = None, log_summary: bool = True) -> None:
+             operation_id: str | None = None, log_summary: bool = True,
+             on_response: Callable[[int, Any], None] | None = None) -> None:
         path = f"/operations/{operation_id}" if operation_id else suffix
         notification = {
             "@odata.type": "#microsoft.graph.commsNotification",
@@ -62,9 +77,10 @@ class Outbox:
             "resourceUrl": f"/communications/calls/{call.id}{path}",
             "resourceData": resource,
         }
-        pending = Pending(call, notification, label, _summary(label, resource) if log_summary else "")
+        pending = Pending(call, notification, label, _summary(label, resource) if log_summary else "",
+                          alone=on_response is not None, on_response=on_response)
         fault = self._sim.faults.take_notification(label)
-        queue = self._queues.setdefault(call.id, _Queue())
+        queue = self._queues.setdefault((call.id, pending.url), _Queue())
         if fault is None:
             self._enqueue(queue, pending)
             return
@@ -74,7 +90,7 @@ class Outbox:
             return
         if fault.kind == "duplicate":
             self._enqueue(queue, pending)
-            self._enqueue(queue, Pending(call, notification, label, pending.summary, alone=True))
+            self._enqueue(queue, Pending(call, notification, label, pending.summary, alone=True, url=pending.url))
         elif fault.kind == "delay":
             self._sim.clock.call_later(fault.seconds, lambda: self._enqueue(queue, pending))
         else:  # reorder: goes out right after the next notification of this call
@@ -109,7 +125,8 @@ class Outbox:
             await asyncio.sleep(0)  # let notifications raised in the same turn join this batch
             while queue.items:
                 batch = [queue.items.popleft()]
-                while queue.items and len(batch) < BATCH_LIMIT and not queue.items[0].alone:
+                while (queue.items and len(batch) < BATCH_LIMIT and not queue.items[0].alone
+                       and batch[0].on_response is None):
                     batch.append(queue.items.popleft())
                 await self._send(batch)
         finally:
@@ -138,13 +155,24 @@ class Outbox:
             if pending.summary:
                 call.transcript.add(sim.now(), "to-bot", pending.summary, label=pending.label)
                 marks.append((len(call.transcript.entries) - 1, pending))
+        # The drain's hold on the clock goes with the POST: a local host takes it over once its own busy scope has
+        # begun, so a bot that waits on purpose while answering (a hand-off) lets virtual time pass.
+        hold = sim.clock.hold()
+        sim.clock.leave()
+        headers[HOLD_HEADER] = hold
         try:
-            async with sim.session.post(call.callback_uri, data=body, headers=headers,
+            url = batch[0].url
+            if (urlsplit(url).netloc or url) in sim.dead_workers:
+                raise ConnectionRefusedError("the bot's worker is gone")
+            async with sim.session.post(url, data=body, headers=headers,
                                         timeout=aiohttp.ClientTimeout(total=30)) as response:
                 status = response.status
                 text = await response.text()
-        except (aiohttp.ClientError, TimeoutError) as exc:
+        except (aiohttp.ClientError, TimeoutError, ConnectionRefusedError) as exc:
             status, text = 0, f"{type(exc).__name__}: {exc}"
+        finally:
+            sim.clock.enter()
+            sim.clock.release(hold)
         outcome = f"{status}" if status else f"not delivered ({text})"
         for index, pending in marks:
             entry = call.transcript.entries[index]
@@ -156,6 +184,8 @@ class Outbox:
                 response_body = _json_or_text(text)
                 call.joining_responses.append({"status": status, "body": response_body})
                 sim.note(call, f"bot answers the join: {status} {json.dumps(response_body)}", "from-bot")
+            if pending.on_response is not None:
+                pending.on_response(status, _json_or_text(text))
         if status >= 400 or status == 0:
             log.warning("the bot answered %s to a notification for call %s: %s", status or "nothing", call.id,
                         text[:300])

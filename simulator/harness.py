@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import tempfile
 import threading
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -27,12 +27,14 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from simulator import watchdog
-from simulator.calls import Heard, Leg, Recording, SimCall
+from simulator.calls import Heard, Leg, Recording, RecordingStatusChange, SimCall
 from simulator.clock import DEFAULT_EPOCH, Clock, RealClock, Stuck, VirtualClock
 from simulator.core import Bot, Meeting, Simulator
 from simulator.directory import Directory, Outcome
 from simulator.faults import Faults, GraphFault, NotificationFault
+from simulator.media_link import MediaLink
 from simulator.server import SimulatorServer
+from simulator.speech import Say
 from simulator.transcript import Transcript, render_all
 from simulator.watchdog import Violation
 
@@ -101,6 +103,18 @@ class Simulation:
     #: (simulator/watchdog.py; it runs the clock a few minutes on, so only on the virtual clock).
     #: Off only for a test of the watchdog itself, or where the caller checks (`check_calls()`).
     watchdog: bool = True
+    #: Play the Teams media service for app-hosted calls: connect to the loopback media session an answer's
+    #: blob names and stream each speaker's audio (simulator/media_link.py); any other blob fails the call.
+    media_service: bool = True
+    #: Media workers run beside the local host (mediavm/local.py): real MediaWorkers with the loopback engine,
+    #: taking the app's in-process hand-offs (MEDIA_HANDOFF_TRANSPORT=inprocess, set for you), answering with
+    #: their own callback, recording policy-recorded calls into the recordings sink the settings name
+    #: (RECORDINGS_CONTAINER_URL, e.g. Azurite, else the scratch RECORDINGS_DIR). More: `start_worker()`.
+    media_workers: int = 0
+    #: Settings of every worker over the app's (MEDIA_WORKER_CAPACITY, MEDIA_PARTICIPANT_CAPACITY, ...).
+    worker_settings: Mapping[str, str] = field(default_factory=dict)
+    #: The workers' application, given the recordings sink (default: `mediavm.compliance.recording_app`).
+    media_app: Callable[[Any], Any] | None = None
 
     def __post_init__(self) -> None:
         start = self.starts_at or DEFAULT_EPOCH
@@ -114,6 +128,8 @@ class Simulation:
         self.sim: Simulator | None = None
         self.bot = BotHandle(self.app_id, self.tenant_id, self.number, self.instance_id)
         self.env: dict[str, str] = {}
+        self.workers: list[Any] = []  # mediavm.local.LocalWorker, imported late
+        self.recording_sink: Any = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -147,7 +163,7 @@ class Simulation:
 
             app = function_app.app
         sim = Simulator(clock=self.clock, bot=Bot(self.app_id, self.tenant_id, "", {self.number: self.instance_id}),
-                        directory=self.directory, faults=self.faults)
+                        directory=self.directory, faults=self.faults, media_service=self.media_service)
         self.sim = sim
         self._server = SimulatorServer(sim)
         await self._server.start(port=self.sim_port)
@@ -164,9 +180,31 @@ class Simulation:
             "GRAPH_CREDENTIAL": "local",
             "RECORDINGS_DIR": str(self.recordings_dir),
             "FLOWS_DIR": str(_app_root() / "flows"),
+            **({"MEDIA_HANDOFF_TRANSPORT": "inprocess"} if self.media_workers else {}),
             **self.settings,
         }
-        runtime.reset(runtime.build(self.env, now=self.clock.now))
+        runtime.reset(runtime.build(self.env, now=self.clock.now, sleep=self.clock.pause))
+        for _ in range(self.media_workers):
+            await self._start_worker({})
+
+    async def _start_worker(self, settings: Mapping[str, str]) -> Any:
+        from calling.config import Settings
+        from calling.handoff import InProcessTransport
+        from functions import runtime
+        from mediavm import local
+        from mediavm.compliance import recording_app
+        from mediavm.sinks import recording_sink
+
+        inbox = runtime.get().handoff
+        if not isinstance(inbox, InProcessTransport):
+            raise RuntimeError("media workers take in-process hand-offs: MEDIA_HANDOFF_TRANSPORT must be inprocess")
+        if self.recording_sink is None:
+            self.recording_sink = recording_sink(Settings.from_env(self.env, flows=False))
+        app = (self.media_app or (lambda sink: recording_app(sink, clock=self.clock.now)))(self.recording_sink)
+        worker = await local.start({**self.env, **self.worker_settings, **settings}, inbox, app,
+                                   now=self.clock.now, sleep=self.clock.sleep, busy=self.clock.busy)
+        self.workers.append(worker)
+        return worker
 
     def close(self) -> None:
         loop = self._loop
@@ -190,6 +228,10 @@ class Simulation:
         from functions import runtime
 
         await self.clock.idle()  # let notifications in flight reach the bot before anything stops
+        for worker in self.workers:
+            await worker.stop(0.0)
+        if self.recording_sink is not None:
+            await self.recording_sink.close()
         if self._server is not None:
             await self._server.stop()
         await self.clock.idle()
@@ -284,6 +326,49 @@ class Simulation:
         call = self._do(lambda: self.simulator.dial(source=source, to=target, display_name=display_name,
                                                     policy_recording=policy_recording))
         return CallHandle(self, call)
+
+    def policy_call(self, recorded: str, others: Sequence[str] = (), *,
+                    speech: Mapping[str, Sequence[Say]] | None = None, to: Any = None,
+                    display_name: str | None = None, webhook: str | None = None) -> CallHandle:
+        """A Teams user under a compliance-recording policy (`recorded`: `user:<id>`) in a call with `others`
+        (`+E164`, `user:<id>`): Teams invites the recording bot with a policy-recording incoming call (botData,
+        tokenMeetingInfo, incomingContext; 5 s to answer). `speech`: what each party says, by target
+        (`simulator.speech.tone(...)` / `wav(...)`, `at` seconds from now); the rest is silence. `to`: how the
+        bot is invited (default its resource account, `instance:<id>`). `webhook`: where Teams posts the
+        invite (default the bot's calling webhook, the function app), for a test playing the bot itself."""
+        if not recorded.startswith("user:"):
+            raise ValueError(f"the recorded party is a Teams user (user:<id>), not {recorded!r}")
+        target = str(to) if to is not None and not isinstance(to, BotHandle) else f"instance:{self.instance_id}"
+        call = self._do(lambda: self.simulator.dial(source=recorded, to=target, display_name=display_name,
+                                                    policy_recording=True, others=list(others), speech=speech,
+                                                    webhook=webhook))
+        return CallHandle(self, call)
+
+    # -- media workers ------------------------------------------------------------------------------
+
+    def start_worker(self, **settings: str) -> Any:
+        """Another media worker beside the local host (mediavm/local.py), with `settings` over the workers'
+        (e.g. MEDIA_WORKER_CAPACITY="1"). Returns its LocalWorker (`url`, `worker.health()`)."""
+        return self._run(self._start_worker(settings))
+
+    def kill_worker(self, worker: Any) -> list[CallHandle]:
+        """A media worker crashes (LocalWorker.kill): its media connections drop with no goodbye, its callback
+        stops answering, nothing of its calls is finalised (a recording keeps only what it committed). Teams
+        ends the bot's leg of each call it served MEDIA_LOSS_TIMEOUT later. Returns those calls."""
+        async def kill() -> list[SimCall]:
+            served = self.simulator.kill_worker_at(worker.url)
+            await worker.kill()
+            return served
+
+        return [CallHandle(self, c) for c in self._run(kill())]
+
+    def worker_of(self, call: CallHandle) -> Any:
+        """The local media worker serving `call` (the one its callbackUri names), or None."""
+        return next((w for w in self.workers if call.call.callback_uri.startswith(w.url)), None)
+
+    def violations(self) -> dict[str, list[str]]:
+        """Rules bots broke that Teams does not enforce (a recording status not set in time), by call id."""
+        return {c.id: list(c.violations) for c in self.simulator.calls.values() if c.violations}
 
     def callee(self, target: str, outcome: Outcome = "answer", *, after: float | None = None) -> None:
         """How `target` behaves when the bot calls, transfers to, redirects to or invites it."""
@@ -417,12 +502,74 @@ class CallHandle:
         self.simulation.wait(0.001)
         return self
 
-    def participant_joining(self, participant: str) -> dict[str, Any]:
-        """A recorded group gains a participant; returns what the bot answered to the joining notification."""
+    def participant_joining(self, participant: str, *, speech: Sequence[Say] = ()) -> dict[str, Any]:
+        """Another Teams user under the recording policy joins the recorded call; returns what the bot answered
+        to the joining notification (which Teams honours: accept adds them to this leg's roster and media,
+        inviteNewBot rings the bot again at the URI). `speech`: what they say (`at` from now). A leg whose
+        participantCapacity is reached gets no notification: Teams sends a new incoming call at once, and this
+        returns {}."""
         count = len(self.call.joining_responses)
-        self.simulation._do(lambda: self.simulation.simulator.participant_joining(self.call, participant))
+        calls = len(self.simulation.simulator.calls)
+        self.simulation._do(lambda: self.simulation.simulator.participant_joining(self.call, participant,
+                                                                                  speech=speech))
+        if len(self.simulation.simulator.calls) > calls:
+            return {}
         self._wait(lambda: len(self.call.joining_responses) > count, 10, "the bot to answer the join")
         return self.call.joining_responses[-1]
+
+    def say(self, who: str, what: Say) -> CallHandle:
+        """`who` (a party's target: `user:<id>`, `+E164`) says `what` (`simulator.speech.tone` / `wav`), starting
+        `what.at` seconds from now."""
+        self.simulation._do(lambda: self.simulation.simulator.say(self.call, who, what))
+        return self
+
+    def stop_speaking(self, who: str) -> CallHandle:
+        """`who` falls silent now, whatever they were saying or were going to."""
+        self.simulation._do(lambda: self.simulation.simulator.stop_speaking(self.call, who))
+        return self
+
+    def kill_worker(self) -> list[CallHandle]:
+        """The bot's worker serving this call dies: its media connections drop and its callback stops answering.
+        Teams ends the bot's leg of each call it served 30 s later (410/301005); the people's calls go on.
+        Returns the calls it served."""
+        worker = self.simulation.worker_of(self)
+        if worker is not None:
+            return self.simulation.kill_worker(worker)
+        served = self.simulation._do(lambda: self.simulation.simulator.kill_worker(self.call))
+        return [CallHandle(self.simulation, c) for c in served]
+
+    # -- what the bot's media sees ------------------------------------------------------------------
+
+    @property
+    def media(self) -> MediaLink | None:
+        """The simulator's side of the bot's app-hosted media: state, ticks sent, what the bot sent."""
+        return self.call.media
+
+    @property
+    def source_ids(self) -> dict[str, int]:
+        """Each participant's media source id (the roster's mediaStreams sourceId), by target."""
+        return self.call.source_ids()
+
+    def roster(self) -> list[dict[str, Any]]:
+        """The participants as the roster notifications show them."""
+        return [p.to_json() for p in self.call.participants.values()]
+
+    @property
+    def recording_statuses(self) -> list[RecordingStatusChange]:
+        """Every recording status the bot set (updateRecordingStatus), with when."""
+        return list(self.call.recording_log)
+
+    @property
+    def violations(self) -> list[str]:
+        """Rules the bot broke that Teams does not enforce (see docs/testing-flows.md)."""
+        return list(self.call.violations)
+
+    @property
+    def people_on_the_line(self) -> bool:
+        """The people are still talking: a policy-recorded call goes on when a bot's leg ends."""
+        if self.call.conversation is not None:
+            return not self.call.conversation.ended
+        return not self.call.ended
 
     # -- what the caller expects ----------------------------------------------------------------
 
@@ -524,6 +671,31 @@ class CallHandle:
     def expect_state(self, state: str, *, within: float = DEFAULT_WITHIN) -> CallHandle:
         self._wait(lambda: self.call.state == state, within, f"the call to be {state}")
         return self
+
+    def expect_media(self, *, within: float = 15.0) -> MediaLink:
+        """Wait until the bot's app-hosted media streams (connected, and the call established)."""
+        def settled() -> bool:
+            link = self.call.media
+            return self.call.ended or (link is not None and link.state not in ("connecting", "connected"))
+
+        self._wait(settled, within, "the bot's media to stream")
+        link = self.call.media
+        if link is None or link.state != "streaming":
+            why = (link.failure or link.ended_why or link.state) if link is not None else "it has no app-hosted media"
+            raise ExpectationFailed(self.simulation._failure("the bot's media to stream", str(why), self.call))
+        return link
+
+    def expect_recording_status(self, status: str, *, within: float = DEFAULT_WITHIN) -> RecordingStatusChange:
+        """Wait until the bot sets its recording status to `status` (recording, notRecording, failed)."""
+        def found() -> RecordingStatusChange | None:
+            return next((c for c in self.call.recording_log if c.status == status), None)
+
+        what = f"the bot to set its recording status to {status}"
+        self._wait(lambda: found() is not None or self.call.ended, within, what)
+        change = found()
+        if change is None:
+            raise ExpectationFailed(self.simulation._failure(what, "the call ended", self.call))
+        return change
 
 
 def _store(path: str | None) -> Any:

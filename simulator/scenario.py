@@ -15,12 +15,15 @@ from typing import Any
 from calling.yamlsource import Document, PathKey, SourceError, SourceErrors, load_file, load_text
 from simulator.directory import OUTCOMES, Directory
 from simulator.faults import NOTIFICATION_FAULTS, Faults, GraphFault, NotificationFault
+from simulator.speech import Say, tone, wav
 
-ACTIONS = ("press", "speak", "silence", "wait", "hang_up", "expect")
+ACTIONS = ("press", "speak", "silence", "wait", "hang_up", "expect", "say", "stop_speaking", "join", "kill_worker")
 #: Expectations about something the bot did with the caller, each with an outcome.
 LEG_KINDS = ("consult", "transfer", "redirect", "invite")
-EXPECTATIONS = ("answered", "prompt", "consult", "transfer", "redirect", "invite", "recording", "ended", "state")
+EXPECTATIONS = ("answered", "prompt", "consult", "transfer", "redirect", "invite", "recording", "ended", "state",
+                "media", "recording_status")
 LEG_OUTCOMES = ("answered", "declined", "busy", "no_answer", "failed", "any")
+RECORDING_STATUSES = ("recording", "notRecording", "failed")
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,8 @@ class CallSpec:
     to: str = "bot"
     policy_recording: bool = False
     display_name: str | None = None
+    #: A policy-recorded call's other parties (the recorded user is `source`).
+    others: tuple[str, ...] = ()
 
 
 @dataclass
@@ -53,6 +58,14 @@ class Scenario:
     directory: Directory = field(default_factory=Directory)
     faults: Faults = field(default_factory=Faults)
     meetings: list[tuple[str, str, list[str]]] = field(default_factory=list)
+    #: What each party says (`call.speech`), by target (`at` counting from the call's start).
+    speech: dict[str, list[Say]] = field(default_factory=dict)
+    #: Media workers run beside the local host (mediavm/local.py) for app-hosted calls: compliance recording.
+    media_workers: int = 0
+
+
+#: The most media workers a scenario may run.
+MAX_MEDIA_WORKERS = 8
 
 
 def load_scenario(path: str | Path) -> Scenario:
@@ -109,13 +122,18 @@ def _target(reader: _Reader, value: Any, path: PathKey) -> str | None:
 
 def _build(doc: Document) -> Scenario:
     r = _Reader(doc)
-    top = r.mapping(doc.data, (), {"name", "settings", "clock", "callees", "faults", "meetings", "call", "steps"})
+    top = r.mapping(doc.data, (), {"name", "settings", "clock", "callees", "faults", "meetings", "call", "steps",
+                                   "media_workers"})
     name = r.text(top.get("name", Path(doc.file).stem), ("name",)) or ""
     settings: dict[str, str] = {}
     for key, value in r.mapping(top.get("settings", {}), ("settings",), set(top.get("settings") or {})).items():
         if not isinstance(value, str | int | float | bool):
             r.fail(("settings", key), "expected a value")
         settings[str(key)] = str(value).lower() if isinstance(value, bool) else str(value)
+    workers = top.get("media_workers", 0)
+    if isinstance(workers, bool) or not isinstance(workers, int) or not 0 <= workers <= MAX_MEDIA_WORKERS:
+        r.fail(("media_workers",), f"expected a whole number of media workers, 0 to {MAX_MEDIA_WORKERS}")
+        workers = 0
     clock = top.get("clock", "virtual")
     if clock not in ("virtual", "real"):
         r.fail(("clock",), "expected virtual or real")
@@ -142,17 +160,79 @@ def _build(doc: Document) -> Scenario:
                      if _target(r, a, (*path, "attendees", i))]
         if thread and organizer:
             meetings.append((thread, organizer, attendees))
-    call_spec = r.mapping(top.get("call"), ("call",), {"from", "to", "policy_recording", "display_name"})
+    call_spec = r.mapping(top.get("call"), ("call",), {"from", "to", "policy_recording", "display_name", "with",
+                                                       "speech"})
     source = _target(r, call_spec.get("from"), ("call", "from"))
     to = call_spec.get("to", "bot")
     if to not in ("bot", "app"):
         _target(r, to, ("call", "to"))
+    policy = bool(call_spec.get("policy_recording"))
+    others: list[str] = []
+    raw_others = call_spec.get("with", [])
+    if not isinstance(raw_others, list):
+        r.fail(("call", "with"), "expected a list of parties")
+        raw_others = []
+    if raw_others and not policy:
+        r.fail(("call", "with"), "the other parties of a policy-recorded call: set policy_recording: true")
+    if raw_others and source is not None and not source.startswith("user:"):
+        r.fail(("call", "from"), "a policy-recorded party is a Teams user (user:<id>)")
+    for index, other in enumerate(raw_others):
+        if (party := _target(r, other, ("call", "with", index))) is not None:
+            others.append(party)
+    speech = {}
+    raw_speech = call_spec.get("speech", {})
+    for who, raw_items in r.mapping(raw_speech, ("call", "speech"), set(raw_speech or {})).items():
+        where: PathKey = ("call", "speech", who)
+        if _target(r, who, where) is None:
+            continue
+        if who != source and who not in others:
+            r.fail(where, f"{who} is not in the call (from: or with:)")
+        speech[str(who)] = _speech_items(r, raw_items, where)
     steps = _steps(r, top.get("steps"))
     if r.errors:
         raise SourceErrors(r.errors)
-    return Scenario(doc.file, name, CallSpec(source or "", str(to), bool(call_spec.get("policy_recording")),
-                                             call_spec.get("display_name")),
-                    steps, settings, clock == "real", directory, faults, meetings)
+    return Scenario(doc.file, name, CallSpec(source or "", str(to), policy, call_spec.get("display_name"),
+                                             tuple(others)),
+                    steps, settings, clock == "real", directory, faults, meetings, speech, workers)
+
+
+def _speech_items(r: _Reader, raw: Any, path: PathKey) -> list[Say]:
+    if not isinstance(raw, list):
+        r.fail(path, "expected a list of things said: {tone: HZ, seconds: S, at: S} or {wav: FILE, at: S}")
+        return []
+    items = [_say(r, item, (*path, index)) for index, item in enumerate(raw)]
+    return [item for item in items if item is not None]
+
+
+def _say(r: _Reader, raw: Any, path: PathKey, *, extra: frozenset[str] = frozenset()) -> Say | None:
+    """One thing said: `{tone: HZ, seconds: S}` or `{wav: FILE}` (mono 16-bit 16 kHz, relative to the
+    scenario file), with `at: S` (seconds from when it is given) and `seconds` to cut a clip short."""
+    spec = r.mapping(raw, path, {"tone", "wav", "at", "seconds"} | extra)
+    if ("tone" in spec) == ("wav" in spec):
+        r.fail(path, "say either a tone (tone: HZ) or a clip (wav: FILE)")
+        return None
+    at = r.number(spec.get("at", 0), (*path, "at"))
+    seconds = r.number(spec["seconds"], (*path, "seconds")) if "seconds" in spec else None
+    if at is None or ("seconds" in spec and seconds is None):
+        return None
+    try:
+        if "tone" in spec:
+            if seconds is None:
+                r.fail(path, "a tone needs seconds")
+                return None
+            frequency = spec["tone"]
+            if isinstance(frequency, bool) or not isinstance(frequency, int | float):
+                r.fail((*path, "tone"), "expected a frequency in Hz")
+                return None
+            return tone(float(frequency), seconds=seconds, at=at)
+        clip = r.text(spec["wav"], (*path, "wav"))
+        if clip is None:
+            return None
+        folder = Path(r.doc.file).parent if not r.doc.file.startswith("<") else Path()
+        return wav(folder / clip, at=at, seconds=seconds)
+    except (OSError, ValueError) as exc:
+        r.fail(path, str(exc))
+        return None
 
 
 def _faults(r: _Reader, raw: Any) -> Faults:
@@ -216,8 +296,21 @@ def _step_args(r: _Reader, action: str, value: Any, path: PathKey) -> dict[str, 
     if action in ("speak", "wait"):
         seconds = r.number(value, path)
         return None if seconds is None else {"seconds": seconds}
-    if action in ("silence", "hang_up"):
+    if action in ("silence", "hang_up", "kill_worker"):
         return {}
+    if action == "stop_speaking":
+        who = _target(r, value, path)
+        return None if who is None else {"who": who}
+    if action == "say":
+        spec = r.mapping(value, path, {"who", "tone", "wav", "at", "seconds"})
+        who = _target(r, spec.get("who"), (*path, "who"))
+        said = _say(r, {k: v for k, v in spec.items() if k != "who"}, path)
+        return None if who is None or said is None else {"who": who, "say": said}
+    if action == "join":
+        spec = r.mapping({"who": value} if isinstance(value, str) else value, path, {"who", "speech"})
+        who = _target(r, spec.get("who"), (*path, "who"))
+        joiner_says = _speech_items(r, spec.get("speech", []), (*path, "speech"))
+        return None if who is None else {"who": who, "speech": joiner_says}
     if isinstance(value, str):
         value = {value: None}
     if not isinstance(value, Mapping) or not value:
@@ -247,6 +340,8 @@ def _step_args(r: _Reader, action: str, value: Any, path: PathKey) -> dict[str, 
         args["to_the_end"] = spec.get("until", "end") == "end"
     if kind == "ended" and spec[kind] is not None:
         r.mapping(spec[kind], (*path, kind), {"code", "subcode"})
+    if kind == "recording_status" and spec[kind] not in RECORDING_STATUSES:
+        r.fail((*path, kind), f"expected one of {', '.join(RECORDING_STATUSES)}")
     return args
 
 
@@ -281,27 +376,34 @@ def run_scenario(scenario: Scenario, *, real_time: bool | None = None, settings:
     sim = Simulation(settings={**scenario.settings, **(settings or {})},
                      real_time=scenario.real_time if real_time is None else real_time,
                      directory=scenario.directory, faults=scenario.faults, sim_port=ports[0], host_port=ports[1],
-                     watchdog=False)
+                     watchdog=False, media_workers=scenario.media_workers)
     with sim:
         for thread, organizer, attendees in scenario.meetings:
             sim.meeting(thread, organizer, attendees)
         source = scenario.call.source
         to = None if scenario.call.to == "bot" else scenario.call.to
-        call = sim.dial(from_phone=source if source.startswith("+") else None,
-                        from_user=None if source.startswith("+") else source.partition(":")[2],
-                        to=to, display_name=scenario.call.display_name,
-                        policy_recording=scenario.call.policy_recording)
+        if scenario.call.policy_recording and source.startswith("user:"):
+            call = sim.policy_call(source, scenario.call.others, speech=scenario.speech, to=to,
+                                   display_name=scenario.call.display_name)
+        else:
+            call = sim.dial(from_phone=source if source.startswith("+") else None,
+                            from_user=None if source.startswith("+") else source.partition(":")[2],
+                            to=to, display_name=scenario.call.display_name,
+                            policy_recording=scenario.call.policy_recording)
+            for who, said in scenario.speech.items():
+                for item in said:
+                    call.say(who, item)
         failed: Step | None = None
         message = ""
         for step in scenario.steps:
             if progress is not None:
                 progress(f"{scenario.file}:{step.line}: {step}")
             try:
-                _perform(call, step)
+                perform(call, step)
             except ExpectationFailed as exc:
                 failed, message = step, f"{scenario.file}:{step.line}: {step}: {str(exc).split(chr(10))[0]}"
                 break
-        if failed is None and not sim.real_time:
+        if failed is None:
             sim.wait(0.5)  # the bot stores the last recording after the call's end
         stored = [(str(p.relative_to(sim.recordings_dir)), p.stat().st_size)
                   for p in sorted(sim.recordings_dir.rglob("*.wav"))]
@@ -316,7 +418,8 @@ def run_scenario(scenario: Scenario, *, real_time: bool | None = None, settings:
     return Outcome(failed is None and not watchdog, failed, message, text, data, stored)
 
 
-def _perform(call: Any, step: Step) -> None:
+def perform(call: Any, step: Step) -> None:
+    """Do one step with a `simulator.harness.CallHandle`; ExpectationFailed when an expectation is not met."""
     args = step.args
     if step.action == "press":
         call.press(args["digits"])
@@ -328,6 +431,14 @@ def _perform(call: Any, step: Step) -> None:
         call.wait(args["seconds"])
     elif step.action == "hang_up":
         call.hang_up()
+    elif step.action == "say":
+        call.say(args["who"], args["say"])
+    elif step.action == "stop_speaking":
+        call.stop_speaking(args["who"])
+    elif step.action == "join":
+        call.participant_joining(args["who"], speech=args["speech"])
+    elif step.action == "kill_worker":
+        call.kill_worker()
     else:
         _expect(call, args)
 
@@ -349,3 +460,7 @@ def _expect(call: Any, args: Mapping[str, Any]) -> None:
         call.expect_ended(code=spec.get("code"), subcode=spec.get("subcode"), **within)
     elif kind == "state":
         call.expect_state(value, **within)
+    elif kind == "media":
+        call.expect_media(**within)
+    elif kind == "recording_status":
+        call.expect_recording_status(value, **within)

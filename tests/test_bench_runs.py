@@ -1,5 +1,6 @@
 """The benchmark still exercises the real incoming-call path (it broke once when answering gained a step), the
-IVR step path through the local host and the engine directly, and whole calls run side by side (the load section).
+IVR step path through the local host and the engine directly, whole calls run side by side (the load section), the
+recorder, and the hand-off of a policy-recording call to an in-process media worker that answers it.
 
 No figures are asserted: speed is the benchmark's business, not the tests'."""
 
@@ -54,3 +55,33 @@ def test_quick_benchmark_answers_every_call_times_every_menu_step_and_runs_calls
         assert counts["answered"] + counts["read"] + counts["late"] == counts["posted"]
         assert set(counts["late_by_label"]) <= {"terminated"}  # only the bot's call to sales ending after the caller's
         assert level["answer"]["n"] == level["press"]["n"] == level["calls"]
+
+    # (e) Recorder: every frame fed went through every sink measured, nothing lost, beside its baseline.
+    assert "(e) Compliance recorder" in result.stdout
+    recording = document["recorder"]
+    assert recording["baseline"]["frames"] == 10_000
+    for run in recording["recorder"].values():
+        assert run["frames"] == 10_000 and run["lost_frames"] == 0 and run["failures"] == 0
+    for run in recording["concurrent"].values():
+        assert run["frames"] == 20 * 10 * 50 and run["lost_frames"] == 0 and run["failures"] == 0
+    assert set(recording["recorder"]) >= {"discard", "folder"}
+
+    # (f) Hand-off latency: every policy-recording invite was handed off and answered by the media worker (its
+    # app-hosted answer reached Graph), none rejected or answered by a fallback; the baseline answered every call.
+    assert "(f) Hand-off latency" in result.stdout
+    assert "handed-off calls: 20 answered by the worker; baseline: 20 answered" in result.stdout
+    handing = document["handoff"]
+    assert handing["calls"] == 20 and handing["truncated"] is False
+    handed, base = handing["handed_off"], handing["baseline"]
+    assert handed["calls"] == base["calls"] == 20 and handed["errors"] == base["errors"] == 0
+    assert handed["outcomes"] == {"answered by the worker": 20} and base["outcomes"] == {"answered": 20}
+    for figures in (handed["to_answer"], handed["to_taken"], handed["taken_to_answer"], handed["to_return"],
+                    base["to_answer"], base["to_return"]):
+        assert figures["n"] == 20
+        assert 0 < figures["min_ms"] <= figures["p50_ms"] <= figures["p99_ms"] <= figures["max_ms"]
+    assert handed["to_taken"]["p50_ms"] < handed["to_answer"]["p50_ms"]  # taken before it answered, each call
+    worker = handing["worker"]
+    assert worker["taken"] == handing["worker_ended"] == 20 + handing["warmup"] and worker["live"] == 0
+    assert worker["dropped"] == worker["failed"] == worker["unsupported"] == 0
+    assert handing["stub"]["unexpected_requests"] == []
+    assert handing["stub"]["sessions_started"] == 20 + handing["warmup"]  # one per service-hosted answer

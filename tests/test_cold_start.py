@@ -15,7 +15,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 HEAVY = ("msgraph", "msgraph_core", "kiota_abstractions", "kiota_http", "kiota_authentication_azure",
-         "azure.identity", "azure.storage.blob", "azure.monitor", "jwt", "cryptography", "yaml", "httpx")
+         "azure.identity", "azure.storage.blob", "azure.monitor", "azure.servicebus", "jwt", "cryptography", "yaml",
+         "httpx")
 CORE = ("calling.webhook", "calling.graph", "calling.graphclient", "calling.flows", "calling.session",
         "calling.auth", "orchestrations.session_loop")
 
@@ -54,3 +55,5 @@ def test_import_function_app_loads_neither_msgraph_nor_the_core() -> None:
     assert result["status"] == 401
     assert "calling.webhook" in _loaded(result["after_webhook"], CORE)
     assert _loaded(result["after_webhook"], ("msgraph", "kiota_abstractions", "calling.graph")) == []
+    # ...nor azure-servicebus, which only MEDIA_HANDOFF_TRANSPORT=servicebus loads (with the runtime).
+    assert _loaded(result["after_webhook"], ("azure.servicebus", "calling.servicebus")) == []

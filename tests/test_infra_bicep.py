@@ -208,19 +208,141 @@ def test_storage_containers_and_recording_retention() -> None:
     containers = resources_of_type(doc, "Microsoft.Storage/storageAccounts/blobServices/containers")
     assert all(c["properties"]["publicAccess"] == "None" for c in containers.values())
     names = {c["name"] for c in containers.values()}
-    assert {"promptsContainerName", "recordingsContainerName", "deploymentContainerName",
-            "mediaArtifactsContainerName", "idempotencyContainerName"} <= names
+    assert {"promptsContainerName", "recordingsContainerName", "complianceRecordingsContainerName",
+            "deploymentContainerName", "mediaArtifactsContainerName", "idempotencyContainerName"} <= names
     assert param_default(MODULES / "storage.bicep", "promptsContainerName") == "prompts"
     assert param_default(MODULES / "storage.bicep", "recordingsContainerName") == "recordings"
     assert param_default(MODULES / "storage.bicep", "idempotencyContainerName") == "idempotency"
     policy = one_resource(MODULES / "storage.bicep", "Microsoft.Storage/storageAccounts/managementPolicies")
     rules = {r["name"]: r for r in policy["properties"]["policy"]["rules"]}
-    assert set(rules) == {"delete-recordings", "delete-idempotency-keys"}
+    assert set(rules) == {"delete-recordings", "delete-compliance-recordings", "delete-idempotency-keys"}
     rule = rules["delete-recordings"]
     assert rule["definition"]["filters"]["prefixMatch"] == ["${recordingsContainerName}/"]
     delete = rule["definition"]["actions"]["baseBlob"]["delete"]
     assert delete["daysAfterModificationGreaterThan"] == "recordingRetentionDays"
     assert isinstance(param_default(INFRA / "main.bicep", "recordingRetentionDays"), int)
+
+
+def accessor(value: Any) -> str:
+    """A pycep property access (`storage.outputs.name`) as dotted text; a plain name as itself."""
+    if isinstance(value, dict) and value.get("operator", {}).get("type") == "property_accessor":
+        operands = value["operator"]["operands"]
+        return f"{accessor(operands['operand_1'])}.{accessor(operands['operand_2'])}"
+    return str(value)
+
+
+def rule_prefixes(rule: dict[str, Any]) -> list[str]:
+    """A lifecycle rule's prefixMatch with the storage module's container-name parameters at their defaults."""
+    def resolve(match: re.Match[str]) -> str:
+        default = param_default(MODULES / "storage.bicep", match.group(1))
+        assert isinstance(default, str), f"${{{match.group(1)}}} has no string default"
+        return default
+    return [re.sub(r"\$\{(\w+)\}", resolve, prefix) for prefix in rule["definition"]["filters"]["prefixMatch"]]
+
+
+def test_compliance_recordings_have_their_own_container_and_retention() -> None:
+    """Compliance recordings (the media VMs') are kept for years, voicemails for days: separate containers, each
+    with its own lifecycle rule, and no rule reaching the other's container."""
+    path = MODULES / "storage.bicep"
+    doc = bicep(path)
+    container = doc["resources"]["complianceRecordingsContainer"]
+    assert container["type"] == "Microsoft.Storage/storageAccounts/blobServices/containers"
+    assert body(container)["name"] == "complianceRecordingsContainerName"
+    assert body(container)["properties"]["publicAccess"] == "None"
+    name = param_default(path, "complianceRecordingsContainerName")
+    assert name == "compliance-recordings" and name != param_default(path, "recordingsContainerName")
+    output = doc["outputs"]["complianceRecordingsContainerName"]["value"]
+    assert accessor(output) == "complianceRecordingsContainer.name"
+
+    policy = one_resource(path, "Microsoft.Storage/storageAccounts/managementPolicies")
+    rules = {r["name"]: r for r in policy["properties"]["policy"]["rules"]}
+    rule = rules["delete-compliance-recordings"]
+    assert rule["enabled"] is True and rule["type"] == "Lifecycle"
+    assert rule["definition"]["filters"]["prefixMatch"] == ["${complianceRecordingsContainerName}/"]
+    assert rule["definition"]["filters"]["blobTypes"] == ["blockBlob"]
+    delete = rule["definition"]["actions"]["baseBlob"]["delete"]
+    assert delete == {"daysAfterModificationGreaterThan": "complianceRetentionDays"}
+
+    # A prefix is matched against `<container>/<blob>`: only the compliance rule may match that container's
+    # blobs (a voicemail rule with a bare `recordings` prefix, or one on the account, would delete them early).
+    compliance_blob = f"{name}/compliance/user/2026-01-01/call/participant.wav"
+    for other, other_rule in rules.items():
+        matches = [prefix for prefix in rule_prefixes(other_rule) if compliance_blob.startswith(prefix)]
+        assert bool(matches) == (other == "delete-compliance-recordings"), f"{other} covers {name}: {matches}"
+    voicemail = f"{param_default(path, 'recordingsContainerName')}/alice/2026-01-01/call-1.wav"
+    assert [p for p in rule_prefixes(rule) if voicemail.startswith(p)] == []
+    assert rules["delete-recordings"]["definition"]["actions"]["baseBlob"]["delete"] == {
+        "daysAfterModificationGreaterThan": "recordingRetentionDays"}
+
+
+def decorator(path: Path, param: str, kind: str) -> Any:
+    found = [d["argument"] for d in bicep(path)["parameters"][param].get("decorators", []) if d["type"] == kind]
+    return found[0] if found else None
+
+
+def test_compliance_retention_is_seven_years_by_default_and_reaches_the_storage_module() -> None:
+    main = INFRA / "main.bicep"
+    assert param_default(main, "complianceRetentionDays") == 2557  # 7 years (MiFID II's longest period)
+    for path in (main, MODULES / "storage.bicep"):
+        assert decorator(path, "complianceRetentionDays", "min_value") == 1, path.name
+        assert decorator(path, "complianceRetentionDays", "max_value") == 36500, path.name
+    assert param_default(MODULES / "storage.bicep", "complianceRetentionDays") is None, "main.bicep must pass it"
+    passed = modules(bicep(main))["storage"]["params"]
+    assert passed["complianceRetentionDays"] == "complianceRetentionDays"
+    assert passed["recordingRetentionDays"] == "recordingRetentionDays"
+    file = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert file["complianceRetentionDays"]["value"] == "${COMPLIANCE_RETENTION_DAYS=2557}"
+    voicemail_days = param_default(main, "recordingRetentionDays")
+    assert file["recordingRetentionDays"]["value"] == f"${{RECORDING_RETENTION_DAYS={voicemail_days}}}"
+    outputs = bicep(main)["outputs"]
+    assert accessor(outputs["COMPLIANCE_RECORDINGS_CONTAINER_NAME"]["value"]) == \
+        "storage.outputs.complianceRecordingsContainerName"
+    assert accessor(outputs["RECORDINGS_CONTAINER_NAME"]["value"]) == "storage.outputs.recordingsContainerName"
+    docs = (ROOT / "docs" / "deployment.md").read_text()
+    assert "| `COMPLIANCE_RETENTION_DAYS` | `2557`" in docs and "| `RECORDING_RETENTION_DAYS` | `30` |" in docs
+
+
+def test_media_vms_write_compliance_recordings_to_their_own_container() -> None:
+    """The worker writes to whatever RECORDINGS_CONTAINER_URL its VM gets: serviceConfig.recordingsContainerUrl.
+    The voicemails' container stays the Function App's RECORDINGS_CONTAINER_URL."""
+    main = bicep(INFRA / "main.bicep")
+    config = modules(main)["mediaVm"]["params"]["serviceConfig"]
+    assert config["recordingsContainerUrl"] == \
+        "${storage.outputs.blobEndpoint}${storage.outputs.complianceRecordingsContainerName}"
+    app = modules(main)["functionApp"]["params"]
+    assert accessor(app["recordingsContainerName"]) == "storage.outputs.recordingsContainerName"
+    assert "complianceRecordingsContainerName" not in json.dumps(app)
+
+
+def role_assignments_of(path: Path, principal: str) -> dict[str, tuple[str, str]]:
+    """name -> (scope, role definition id) of the file's role assignments to `principal`."""
+    doc = bicep(path)
+    roles = doc.get("variables", {}).get("roles", {}).get("value", {})
+    found = {}
+    for name, config in resources_of_type(doc, "Microsoft.Authorization/roleAssignments").items():
+        if config["properties"]["principalId"] != principal:
+            continue
+        role = config["properties"]["roleDefinitionId"]["function"]["parameters"]["resource_name_1"]
+        role_text = accessor(role)
+        found[name] = (str(config.get("scope")), roles.get(role_text.removeprefix("roles."), role_text))
+    return found
+
+
+def test_the_media_identity_writes_only_the_compliance_recordings_container() -> None:
+    """Least privilege: Blob Data Contributor on the compliance container (write, and list for its sweep),
+    Blob Data Reader on its setup artifacts; nothing on the voicemails or the account."""
+    path = MODULES / "storage.bicep"
+    contributor, reader = "ba92f5b4-2d11-453d-a403-e96b0029c9fe", "2a2b9908-6ea1-4ae2-8e65-a410df84e7d1"
+    media = role_assignments_of(path, "mediaPrincipalId")
+    assert sorted(media.values()) == sorted([("complianceRecordingsContainer", contributor),
+                                             ("mediaArtifactsContainer", reader)]), media
+    [writer] = [name for name, (scope, _) in media.items() if scope == "complianceRecordingsContainer"]
+    guid_args = json.dumps(bicep(path)["resources"][writer]["config"]["name"])
+    assert "complianceRecordingsContainer" in guid_args and "mediaPrincipalId" in guid_args
+    # The Function App's account-wide Blob Data Owner (host storage) is its only blob role: nothing was added
+    # for the compliance container, which the app never reads.
+    function = role_assignments_of(path, "functionPrincipalId")
+    assert {scope for scope, _ in function.values()} == {"account"}, function
 
 
 def test_idempotency_key_records_outlive_the_longest_key_lifetime() -> None:

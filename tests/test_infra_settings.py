@@ -38,6 +38,8 @@ CODE_ONLY = {
                               "something the deployment decides",
     "GRAPH_RETRY_BUDGET_SECONDS": "the 10 s default suits Graph's retry advice; answer, reject and redirect use "
                                   "the call's own deadline anyway",
+    "MEDIA_FALLBACK_FLOW": "optional: the flow that answers, service-hosted, a non-recording hand-off no media "
+                           "worker took in time; the deployment sets none, so such calls are rejected busy",
     "IDEMPOTENCY_KEY_TTL_HOURS": "the 24 h default is the common contract for Idempotency-Key (Stripe's); a "
                                  "knob for operators, and the lifecycle rule in storage.bicep outlives any "
                                  "accepted value",
@@ -154,6 +156,7 @@ def test_the_bicep_values_pass_the_codes_validation(monkeypatch: pytest.MonkeyPa
         "PROMPTS_CONTAINER_URL": "https://stabc.blob.core.windows.net/prompts",
         "RECORDINGS_CONTAINER_URL": "https://stabc.blob.core.windows.net/recordings",
         "IDEMPOTENCY_CONTAINER_URL": "https://stabc.blob.core.windows.net/idempotency",
+        "SERVICEBUS_NAMESPACE": "sb-abc.servicebus.windows.net",
         "APPLICATIONINSIGHTS_CONNECTION_STRING": "InstrumentationKey=00000000-0000-0000-0000-000000000000",
     }
     env: dict[str, str] = {}
@@ -184,6 +187,25 @@ def test_graph_uses_the_federated_managed_identity_and_no_secret() -> None:
     assert settings["AzureWebJobsStorage__credential"] == "managedidentity"
     assert settings["APPLICATIONINSIGHTS_AUTHENTICATION_STRING"] == "ClientId=${identityClientId};Authorization=AAD"
     assert not {"BOT_CLIENT_SECRET", "BOT_CERTIFICATE_PATH", "AzureWebJobsStorage"} & set(settings)
+
+
+def test_the_handoff_settings_come_from_the_service_bus_module() -> None:
+    """The app sends to the namespace and queue servicebus.bicep creates (fully qualified: the SDK wants the
+    host, not the name), and only when media VMs are deployed to take the hand-offs."""
+    settings = bicep_settings()
+    assert settings["MEDIA_HANDOFF_TRANSPORT"] == "handoffTransport"
+    assert settings["SERVICEBUS_NAMESPACE"] == "serviceBusNamespace"
+    assert settings["MEDIA_HANDOFF_QUEUE"] == "handoffQueue"
+    params = bicep(FUNCTION_APP)["parameters"]
+    assert params["handoffTransport"]["default"] == "none"
+    allowed = next(d["argument"] for d in params["handoffTransport"]["decorators"] if d["type"] == "allowed")
+    assert set(allowed) <= set(config._HANDOFF_KINDS) - {"inprocess"}
+    module = body(bicep(INFRA / "main.bicep")["modules"]["functionApp"])["params"]
+    assert "fullyQualifiedNamespace" in json.dumps(module["serviceBusNamespace"])
+    assert "queueName" in json.dumps(module["handoffQueue"])
+    assert module["handoffTransport"]["operator"] == {
+        "type": "conditional",
+        "operands": {"condition": "deployMediaVm", "true_value": "servicebus", "false_value": "none"}}
 
 
 def test_container_urls_point_at_the_storage_containers() -> None:

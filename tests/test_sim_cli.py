@@ -68,8 +68,8 @@ def test_check_reports_each_problem_on_one_line_and_exits_2(files: dict[str, Pat
     lines = result.stderr.splitlines()
     bad = str(files["bad"])
     assert lines == [
-        f"{bad}:2:1: bogus: unknown field; expected one of call, callees, clock, faults, meetings, name, settings, "
-        "steps",
+        f"{bad}:2:1: bogus: unknown field; expected one of call, callees, clock, faults, media_workers, meetings, "
+        "name, settings, steps",
         f"{bad}:3:8: call.from: 'nobody' is not a party: use +E164, user:<id>, instance:<id>",
         f"{bad}:5:5: steps[0].wait: expected a number of seconds ≥ 0",
         f"{bad}:6:5: steps[1].press: expected keys to press (0-9, *, #)",

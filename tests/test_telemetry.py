@@ -70,3 +70,27 @@ def test_events_carry_correlation_and_reserved_names_are_renamed(caplog: pytest.
 def test_nothing_is_exported_without_a_connection_string() -> None:
     assert telemetry.configure(None) is False
     assert telemetry.configure("") is False
+
+
+def test_the_media_workers_logs_go_where_the_exporter_sends_calling_s(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+    import types
+
+    exporter = logging.Handler()
+
+    def configure_azure_monitor(*, connection_string: str, logger_name: str, **_: object) -> None:
+        assert connection_string.startswith("InstrumentationKey=")
+        logging.getLogger(logger_name).addHandler(exporter)  # what the distro does: a handler on that logger
+
+    module = types.ModuleType("azure.monitor.opentelemetry")
+    module.configure_azure_monitor = configure_azure_monitor  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "azure.monitor.opentelemetry", module)
+    monkeypatch.setattr(telemetry, "_configured", False)
+    try:
+        assert telemetry.configure("InstrumentationKey=00000000-0000-0000-0000-000000000000", also=("mediavm",))
+        assert exporter in logging.getLogger("mediavm").handlers
+        assert logging.getLogger("mediavm").level == logging.INFO
+    finally:
+        for name in ("calling", "mediavm"):
+            logging.getLogger(name).removeHandler(exporter)
+        monkeypatch.setattr(telemetry, "_configured", False)

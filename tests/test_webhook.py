@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 from aiohttp import web
 
 import function_app
-from calling.handoff import InProcessTransport
+from calling.handoff import HandoffExpired, HandoffFailed, InProcessTransport
 from functions import runtime
 from simulator.openapi import validate_request
 from tests import graph_examples
@@ -196,7 +197,8 @@ async def test_policy_recording_is_handed_off_not_answered(server: LoopbackServe
     notification = incoming_call("call-rec", bot_data=RECORDING)
     response = await post(envelope(notification))
     assert response.status_code == 202
-    assert server.graph_requests() == [], "app-hosted calls are answered by the media VM, not here"
+    # Answered by the media VM, not here: the webhook only asks Graph whether the VM has (the stub says so).
+    assert [(r.method, r.path) for r in server.graph_requests()] == [("GET", "/v1.0/communications/calls/call-rec")]
     transport = runtime.get().handoff
     assert isinstance(transport, InProcessTransport)
     message = await transport.receive(wait_seconds=1)
@@ -204,7 +206,8 @@ async def test_policy_recording_is_handed_off_not_answered(server: LoopbackServe
     assert message.tenant_id == TENANT_ID
     assert message.notification == notification
     assert message.decision["reason"] == "policy_recording"
-    assert (message.deadline - message.received_at).total_seconds() == 5
+    # The worker must answer by 3.25 s (5 s, less the 1 s margin, less 0.75 s for a reject if none does).
+    assert (message.deadline - message.received_at).total_seconds() == pytest.approx(3.25, abs=0.01)
     assert (message.scenario_id, message.chain_id) == ("scenario-7", "chain-7")
 
 
@@ -427,3 +430,68 @@ def test_a_caller_id_cannot_forge_a_log_line() -> None:
     assert mask(Party("user", "abc\nINFO forged line\ud800")) == "abc\\nINFO forged line\\ud800"
     assert mask(Party("phone", "+14255550123")) == "+1425555****"
     assert mask(Party("user", "6e1c7b52-3d4f-4a8e-9b21-0c5d7e8f9a10")) == "6e1c7b52-3d4f-4a8e-9b21-0c5d7e8f9a10"
+
+
+
+def _still_ringing(server: LoopbackServer, call_id: str) -> None:
+    server.script("GET", f"/communications/calls/{call_id}", lambda r: web.json_response(
+        {"@odata.type": "#microsoft.graph.call", "id": call_id, "state": "incoming"}))
+
+
+async def test_a_hand_off_no_worker_answers_is_rejected_inside_its_deadline(
+        server: LoopbackServer, post: Post, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("MEDIA_HANDOFF_TRANSPORT", "inprocess")  # nobody takes from it
+    _still_ringing(server, "call-lonely")
+    started = time.monotonic()
+    await post(envelope(incoming_call("call-lonely", bot_data=RECORDING)))
+    took = time.monotonic() - started
+    methods = [(r.method, r.path.rsplit("/", 1)[-1]) for r in server.graph_requests()]
+    assert methods[-1] == ("POST", "reject") and set(methods[:-1]) == {("GET", "call-lonely")}
+    assert server.graph_requests()[-1].json == {"reason": "busy"}
+    assert len(methods) - 1 == 8  # looks at 0.1, 0.3, 0.5 s, then each 0.5 s until 3.25 s in, then the reject
+    assert took < 5  # rejected inside Graph's 5 s policy-recording window
+
+
+async def test_a_non_recording_hand_off_no_worker_answers_takes_the_fallback_flow(
+        server: LoopbackServer, post: Post, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("MEDIA_HANDOFF_TRANSPORT", "inprocess")
+    monkeypatch.setenv("MEDIA_FALLBACK_FLOW", "main-menu")
+    write_policy(tmp_path, "rules:\n  - name: media\n    match: {caller: {phone: ['+1425555*']}}\n"
+                           "    action: handoff\n    reason: transcription\n"
+                           "default: {action: answer, flow: main-menu}\n",
+                 monkeypatch)
+    _still_ringing(server, "call-fb")
+    await post(envelope(incoming_call("call-fb")))
+    [answer] = answers(server)
+    assert answer.path == "/v1.0/communications/calls/call-fb/answer"
+    assert answer.json["mediaConfig"]["@odata.type"] == "#microsoft.graph.serviceHostedMediaConfig"
+    assert [r.path for r in server.durable_requests()] == ["/durabletask/orchestrators/call_session/call-fb"]
+    transport = runtime.get().handoff
+    assert isinstance(transport, InProcessTransport)
+    message = await transport.receive(wait_seconds=1)  # what no worker took: a worker had 6 s of Graph's 15
+    assert (message.deadline - message.received_at).total_seconds() == pytest.approx(6, abs=0.01)
+
+
+class _RefusingTransport:
+    """A hand-off transport that fails as Service Bus can: unreachable, or too late to send."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error = error
+
+    async def send(self, message: Any) -> None:
+        raise self.error
+
+
+@pytest.mark.parametrize("error", [HandoffFailed("Service Bus unreachable"), HandoffExpired("past its deadline")],
+                         ids=["failed", "expired"])
+async def test_a_hand_off_that_cannot_be_sent_is_rejected_at_once(
+        server: LoopbackServer, post: Post, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+        error: Exception) -> None:
+    monkeypatch.setenv("MEDIA_HANDOFF_TRANSPORT", "inprocess")
+    caplog.set_level(logging.INFO)
+    runtime.get().webhook._handoff = _RefusingTransport(error)  # type: ignore[assignment]
+    await post(envelope(incoming_call("call-nosend", bot_data=RECORDING)))
+    assert [(r.method, r.path, r.json) for r in server.graph_requests()] == [
+        ("POST", "/v1.0/communications/calls/call-nosend/reject", {"reason": "busy"})]  # no looks: nothing was sent
+    [unanswered] = [r for r in caplog.records if getattr(r, "event_name", None) == "call.handoff_unanswered"]
+    assert "sent" in unanswered.getMessage()

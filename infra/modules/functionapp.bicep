@@ -69,6 +69,16 @@ param flowsDir string = 'flows'
 @description('Routing policy file, relative to the app root (for example routing.yaml). Empty: every call gets DEFAULT_FLOW.')
 param routingPolicyPath string = ''
 
+@description('Where hand-off decisions go: servicebus (the media VMs take them from the queue) or none (such calls are rejected busy).')
+@allowed([ 'none', 'servicebus' ])
+param handoffTransport string = 'none'
+
+@description('Fully qualified host name of the Service Bus namespace holding the hand-off queue (<name>.servicebus.windows.net).')
+param serviceBusNamespace string
+
+@description('Name of the session-enabled hand-off queue.')
+param handoffQueue string
+
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
 }
@@ -193,8 +203,11 @@ var botSettings = {
   DEFAULT_FLOW: defaultFlow
   FLOWS_DIR: flowsDir
   ROUTING_POLICY_PATH: routingPolicyPath
-  // The code has no Service Bus transport yet: hand-off decisions are rejected busy until it does.
-  MEDIA_HANDOFF_TRANSPORT: 'none'
+  // Hand-offs go to the Service Bus queue (the identity holds Azure Service Bus Data Sender on it) when media
+  // VMs are deployed to take them; without them `none` rejects such calls busy at once instead of ringing.
+  MEDIA_HANDOFF_TRANSPORT: handoffTransport
+  SERVICEBUS_NAMESPACE: serviceBusNamespace
+  MEDIA_HANDOFF_QUEUE: handoffQueue
   PROMPTS_CONTAINER_URL: '${storageBlobEndpoint}${promptsContainerName}'
   RECORDINGS_CONTAINER_URL: '${storageBlobEndpoint}${recordingsContainerName}'
   // Outbound requests' Idempotency-Keys, shared by every instance (docs/flows.md, "Retrying safely").

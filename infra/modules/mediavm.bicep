@@ -5,7 +5,8 @@
 // Standard load balancer's inbound NAT rules give every instance one frontend port for the media control
 // plane (TCP 8445) and one for call signaling (TCP 9441), out of a port range per rule. The instance finds
 // its ports with the load balancer's port-mapping query (a custom role allows just that). Network security
-// rules are those of docs/graph-calling.md section 7 (the Graph app-hosted media requirements).
+// rules are Microsoft's requirements for application-hosted media bots (Graph docs, "Requirements and
+// considerations for application-hosted media bots").
 //
 // Configuration reaches the instance as userData (JSON, read from the instance metadata service at
 // http://169.254.169.254/metadata/instance/compute/userData), so the setup script takes no arguments.
@@ -56,7 +57,7 @@ param dnsLabel string
 @description('Also give every instance its own public IP (direct UDP media instead of relayed; the NAT ports stay for TCP).')
 param instancePublicIp bool = false
 
-@description('Source ranges of Teams media (UDP), from docs/graph-calling.md section 7: the Microsoft 365 "Optimize" ranges.')
+@description('Source ranges of Teams media (UDP), the Microsoft 365 "Optimize" ranges (the Graph requirements for application-hosted media bots).')
 param teamsMediaSourcePrefixes array = [ '52.112.0.0/14', '52.122.0.0/15' ]
 
 @description('Media control plane port on the instance (the media platform\'s InstanceInternalPort).')
@@ -88,7 +89,7 @@ resource nsg 'Microsoft.Network/networkSecurityGroups@2024-05-01' = {
   location: location
   tags: tags
   properties: {
-    // Exactly the Graph app-hosted media rules (graph-calling.md section 7). No RDP/SSH. Microsoft does
+    // Exactly the Graph app-hosted media rules (Microsoft's requirements for application-hosted media bots). No RDP/SSH. Microsoft does
     // not publish the source addresses of call notifications, hence the AzureCloud service tag.
     securityRules: [
       {

@@ -1,5 +1,5 @@
 // The storage account: Functions host storage (blobs: keys, leases), the Flex deployment package, prompts,
-// recordings, outbound requests' Idempotency-Keys, the media VM's setup artifacts, and, with
+// voicemails, compliance recordings, outbound requests' Idempotency-Keys, the media VM's setup artifacts, and, with
 // durableBackend = 'storage', the Durable task hub (queues and tables). Identity only: shared keys are off,
 // so nothing anywhere holds an account key.
 
@@ -15,7 +15,11 @@ param skuName string = 'Standard_ZRS'
 param deploymentContainerName string
 
 param promptsContainerName string = 'prompts'
+@description('Container of the voicemails (written by the Function identity).')
 param recordingsContainerName string = 'recordings'
+
+@description('Container of the compliance recordings (written by the media VM identity), kept apart from the voicemails so each has its own retention.')
+param complianceRecordingsContainerName string = 'compliance-recordings'
 
 @description('Container of the Idempotency-Key records of the outbound call endpoints (one small JSON blob per key).')
 param idempotencyContainerName string = 'idempotency'
@@ -26,6 +30,11 @@ param mediaArtifactsContainerName string = 'media-artifacts'
 @description('Recordings (voicemails) are deleted this many days after they were written.')
 @minValue(1)
 param recordingRetentionDays int
+
+@description('Compliance recordings are deleted this many days after they were last written.')
+@minValue(1)
+@maxValue(36500)
+param complianceRetentionDays int
 
 @description('Durable Functions backend: with "storage" the Function identity also needs queue and table data roles.')
 @allowed([ 'dts', 'storage' ])
@@ -51,7 +60,7 @@ var roles = {
 resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
   //checkov:skip=CKV_AZURE_35: Graph fetches prompts from this account (user-delegation SAS URLs) from Microsoft's network, and the Flex app has no virtual network here, so the network default must allow; shared keys are off, so every request needs Entra auth or a user-delegation SAS.
   //checkov:skip=CKV_AZURE_59: Same reason as CKV_AZURE_35: public network access stays on for Graph's prompt fetches and the Flex host; anonymous blob access is off (allowBlobPublicAccess false) and shared keys are off.
-  //checkov:skip=CKV_AZURE_206: ZRS by default (survives a zone outage). Geo-replication costs double for data that is reproducible (prompts come from the repository, host state is transient) or short-lived (recordings have a retention policy); set storageSkuName Standard_GZRS to have it.
+  //checkov:skip=CKV_AZURE_206: ZRS by default (survives a zone outage). Geo-replication costs double for data that is reproducible (prompts come from the repository, host state is transient) or short-lived (voicemails have a retention policy); compliance recordings are kept for years, so set storageSkuName Standard_GZRS when your policy asks for a copy in a second region.
   name: name
   location: location
   tags: tags
@@ -128,9 +137,20 @@ resource promptsContainer 'Microsoft.Storage/storageAccounts/blobServices/contai
   }
 }
 
+// Voicemails: written by the Function identity (its Blob Data Owner role below).
 resource recordingsContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
   parent: blobService
   name: recordingsContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
+// Compliance recordings: written by the media VM identity (mediaComplianceRecordingsWriter below). No
+// immutability policy or legal hold is set here: that is the operator's to add if their regulation asks for WORM.
+resource complianceRecordingsContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: complianceRecordingsContainerName
   properties: {
     publicAccess: 'None'
   }
@@ -153,7 +173,9 @@ resource mediaArtifactsContainer 'Microsoft.Storage/storageAccounts/blobServices
   }
 }
 
-// Recordings are personal data: delete them after recordingRetentionDays (blob soft delete keeps them 7 more).
+// Recordings are personal data: delete voicemails after recordingRetentionDays and compliance recordings after
+// complianceRetentionDays (blob soft delete keeps either 7 more). Each rule's prefix is its container's name and
+// a slash, so neither reaches the other container.
 resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05-01' = {
   parent: account
   name: 'default'
@@ -173,6 +195,25 @@ resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05
               baseBlob: {
                 delete: {
                   daysAfterModificationGreaterThan: recordingRetentionDays
+                }
+              }
+            }
+          }
+        }
+        {
+          // Modification, not creation: a recording's blob is last written when its call ends.
+          name: 'delete-compliance-recordings'
+          enabled: true
+          type: 'Lifecycle'
+          definition: {
+            filters: {
+              blobTypes: [ 'blockBlob' ]
+              prefixMatch: [ '${complianceRecordingsContainerName}/' ]
+            }
+            actions: {
+              baseBlob: {
+                delete: {
+                  daysAfterModificationGreaterThan: complianceRetentionDays
                 }
               }
             }
@@ -206,7 +247,8 @@ resource lifecycle 'Microsoft.Storage/storageAccounts/managementPolicies@2023-05
 
 // The Functions host keeps keys and leases in blobs and the Flex deployment reads the package: Blob Data
 // Owner on the account (what the Functions docs ask for identity-based AzureWebJobsStorage). It also covers
-// prompts, recordings, Idempotency-Key records and the user-delegation key for prompt SAS URLs.
+// prompts, voicemails, Idempotency-Key records and the user-delegation key for prompt SAS URLs. Being
+// account-wide it also reaches the compliance recordings container, which the app never reads or writes.
 resource functionBlobOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(account.id, functionPrincipalId, roles.blobDataOwner)
   scope: account
@@ -238,10 +280,11 @@ resource functionTableContributor 'Microsoft.Authorization/roleAssignments@2022-
   }
 }
 
-// The media VM writes compliance recordings and reads its setup artifacts; nothing else.
-resource mediaRecordingsWriter 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(recordingsContainer.id, mediaPrincipalId, roles.blobDataContributor)
-  scope: recordingsContainer
+// The media VM writes (and lists, for its sweep of unfinished recordings) compliance recordings in their own
+// container and reads its setup artifacts; nothing else (no access to the voicemails).
+resource mediaComplianceRecordingsWriter 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(complianceRecordingsContainer.id, mediaPrincipalId, roles.blobDataContributor)
+  scope: complianceRecordingsContainer
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', roles.blobDataContributor)
     principalId: mediaPrincipalId
@@ -274,5 +317,6 @@ output blobEndpoint string = account.properties.primaryEndpoints.blob
 output deploymentContainerName string = deploymentContainer.name
 output promptsContainerName string = promptsContainer.name
 output recordingsContainerName string = recordingsContainer.name
+output complianceRecordingsContainerName string = complianceRecordingsContainer.name
 output idempotencyContainerName string = idempotencyContainer.name
 output mediaArtifactsContainerName string = mediaArtifactsContainer.name

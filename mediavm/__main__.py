@@ -1,0 +1,142 @@
+"""`python -m mediavm`: the media worker as a service (one per media VM instance).
+
+Reads its settings from the environment (mediavm/config.py, docs/configuration.md), checks them all at
+once, and exits with status 2 and every problem named when they are wrong, never a traceback. Then: marks
+recordings an earlier run left `recording` as partial (the startup sweep, then every 5 minutes, so the
+recordings of a worker that died and never came back are marked too), takes hand-offs from the Service
+Bus queue, serves its calls' notifications and /health on MEDIA_WORKER_LISTEN, and on SIGTERM or Ctrl+C
+drains (takes no more calls, lets live ones end for up to MEDIA_WORKER_DRAIN_SECONDS) before it exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import ssl
+import sys
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+
+from calling.config import ConfigError
+from mediavm.config import WorkerSettings
+
+if TYPE_CHECKING:
+    from calling.handoff import HandoffInbox
+
+log = logging.getLogger("mediavm")
+
+EXIT_CONFIG = 2
+
+
+def check(env: Mapping[str, str]) -> WorkerSettings:
+    """The settings, or ConfigError naming every problem, including those only a service run has."""
+    settings = WorkerSettings.from_env(env)
+    problems: list[str] = []
+    if settings.engine == "windows":
+        problems.append("MEDIA_ENGINE=windows: the Windows media engine (Microsoft's real-time media library) is "
+                        "not in this release yet; use MEDIA_ENGINE=loopback for development")
+    if settings.app.handoff_transport != "servicebus":
+        problems.append("MEDIA_HANDOFF_TRANSPORT must be servicebus for the worker service (with "
+                        "SERVICEBUS_NAMESPACE): it takes hand-offs from the queue the webhook sends to")
+    if not (settings.app.recordings_container_url or settings.app.recordings_dir):
+        problems.append("RECORDINGS_CONTAINER_URL (or RECORDINGS_DIR) is not set: compliance recordings need "
+                        "somewhere to go")
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+def tls_context(env: Mapping[str, str]) -> ssl.SSLContext | None:
+    """HTTPS for the notification endpoint from MEDIA_WORKER_TLS_CERT_FILE and MEDIA_WORKER_TLS_KEY_FILE (PEM),
+    or None (plain HTTP: behind a TLS-terminating proxy, or on loopback)."""
+    cert, key = env.get("MEDIA_WORKER_TLS_CERT_FILE", "").strip(), env.get("MEDIA_WORKER_TLS_KEY_FILE", "").strip()
+    if not cert and not key:
+        return None
+    if not (cert and key):
+        raise ConfigError(["MEDIA_WORKER_TLS_CERT_FILE and MEDIA_WORKER_TLS_KEY_FILE go together: set both or neither"])
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.load_cert_chain(cert, key)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError([f"MEDIA_WORKER_TLS_CERT_FILE/KEY_FILE could not be loaded ({cert}, {key}): {exc}"]) from exc
+    return context
+
+
+async def serve(settings: WorkerSettings, context: ssl.SSLContext | None, *, stop: asyncio.Event | None = None,
+                inbox: HandoffInbox | None = None) -> None:
+    """Run the worker until `stop` is set (SIGTERM/SIGINT set it), then drain and exit. `inbox`: the Service
+    Bus queue unless given (tests give an in-process one: no Service Bus runs here)."""
+    from calling import telemetry
+    from calling.auth import NotificationAuthenticator, SigningKeys
+    from calling.credentials import identity_credential
+    from calling.graphclient import CallControls
+    from calling.servicebus import ServiceBusHandoffInbox
+    from mediavm import server
+    from mediavm.compliance import recording_app
+    from mediavm.loopback import LoopbackEngine
+    from mediavm.recorder import keep_sweeping, sweep
+    from mediavm.sinks import recording_sink
+    from mediavm.worker import MediaWorker
+
+    app_settings = settings.app
+    telemetry.configure(app_settings.appinsights_connection_string, also=("mediavm",))
+    sink = recording_sink(app_settings)
+    assert sink is not None  # check() made sure
+    swept = await sweep(sink)
+    if swept:
+        log.warning("marked %d recording(s) an earlier run left unfinished as partial", len(swept))
+    assert app_settings.servicebus_namespace is not None  # check() made sure
+    inbox = inbox or ServiceBusHandoffInbox.connect(app_settings.servicebus_namespace, app_settings.handoff_queue,
+                                                    identity_credential(app_settings.managed_identity_client_id))
+    auth = NotificationAuthenticator(app_id=app_settings.bot_app_id, allowed_tenants=app_settings.allowed_tenants,
+                                     keys=SigningKeys(app_settings.openid_config_url))
+    worker = MediaWorker(settings, engine=LoopbackEngine(), inbox=inbox, calls=CallControls(app_settings),
+                         authenticator=auth, app=recording_app(sink))
+    runner = web.AppRunner(server.application(worker), access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.listen_host, settings.listen_port, ssl_context=context)
+    await site.start()
+    log.info("media worker up: notifications at %s, listening on %s:%d, %d calls at most", settings.callback_uri,
+             settings.listen_host, settings.listen_port, settings.capacity)
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        with contextlib.suppress(NotImplementedError, RuntimeError):  # Windows: only Ctrl+C, via KeyboardInterrupt
+            loop.add_signal_handler(sig, stop.set)
+    taking = asyncio.create_task(worker.run())
+    stopping = asyncio.create_task(stop.wait())
+    sweeping = asyncio.create_task(keep_sweeping(sink))
+    await asyncio.wait({taking, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    log.info("media worker draining: %d live call(s), up to %g s", len(worker.live), settings.drain_seconds)
+    await worker.drain()
+    for task in (taking, stopping, sweeping):
+        task.cancel()
+    await runner.cleanup()
+    await sink.close()
+
+
+def main(env: Mapping[str, str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    env = os.environ if env is None else env
+    try:
+        settings = check(env)
+        context = tls_context(env)
+    except ConfigError as exc:
+        print("The media worker's settings are not usable:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  - {problem}", file=sys.stderr)
+        print("See docs/configuration.md (Media worker).", file=sys.stderr)
+        return EXIT_CONFIG
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(serve(settings, context))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
