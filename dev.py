@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -62,7 +63,7 @@ def setup() -> None:
     say("installing pinned dependencies (first run or dependencies changed)")
     run(PY, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "--upgrade", "pip")
     run(PY, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-        "-c", "requirements.txt", "-e", ".[dev]")
+        "-c", "requirements.txt", "-e", ".[dev,windows]")
     STAMP.write_text(wanted)
 
 
@@ -103,10 +104,38 @@ def setup_infra() -> None:
     stamp.write_text(wanted)
 
 
+#: Debian's Mono for the Windows engine's tests (tests/test_windows_engine.py): mcs compiles the stand-in of Microsoft's
+#: media library (tests/dotnet_standin/), pythonnet runs the engine's interop on it. mono-devel brings the facade
+#: assemblies (netstandard.dll) pythonnet's runtime needs; libmonosgen-2.0-1 is the runtime clr_loader loads.
+MONO_PACKAGES = ("mono-mcs", "mono-runtime", "mono-devel", "libmonosgen-2.0-1")
+MONO_FILES = (Path("/usr/bin/mcs"), Path("/usr/lib/mono/4.5/Facades/netstandard.dll"),
+              Path("/usr/lib/libmonosgen-2.0.so.1"))
+
+
+def setup_mono() -> None:
+    """Install Debian's Mono when it is missing and this is root with apt-get; else its tests skip, saying why."""
+    if sys.platform != "linux" or all(path.exists() for path in MONO_FILES):
+        return
+    if not (hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get")):
+        say("Mono is missing: the Windows engine's tests will skip (apt-get install " + " ".join(MONO_PACKAGES) + ")")
+        return
+    say("installing Mono for the Windows engine's tests (apt-get: " + " ".join(MONO_PACKAGES) + ")")
+    quiet = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in (["apt-get", "update", "-qq"],
+                    ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *MONO_PACKAGES]):
+        done = subprocess.run(command, cwd=ROOT, env=quiet, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                              text=True, check=False)
+        if done.returncode != 0:
+            say(f"{' '.join(command[:2])} failed ({done.returncode}): the Windows engine's tests will skip\n"
+                + done.stderr.strip()[-2000:])
+            return
+
+
 def test(extra: list[str]) -> int:
     setup()
     setup_node()
     setup_infra()
+    setup_mono()
     say("ruff (lint)")
     lint = run(BIN / "ruff", "check", ".", check=False)
     say("mypy (types)")

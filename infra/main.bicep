@@ -111,6 +111,32 @@ param mediaVmSetupScript string = 'mediavm/setup/setup.ps1'
 @description('Give each media instance its own public IP as well as its NAT ports.')
 param mediaVmInstancePublicIp bool = false
 
+@description('Public DNS name the media service advertises (its certificate\'s name), a CNAME to the media load balancer\'s FQDN (MEDIA_VM_FQDN). Empty: that FQDN itself.')
+param mediaServiceFqdn string = ''
+
+@description('Autoscale the media VMs on their load (live calls as a share of MEDIA_WORKER_CAPACITY); false: mediaVmInstanceCount stays.')
+param mediaAutoscaleEnabled bool = true
+
+@description('Media autoscale: fewest instances.')
+@minValue(0)
+@maxValue(100)
+param mediaAutoscaleMinInstances int = 1
+
+@description('Media autoscale: most instances.')
+@minValue(1)
+@maxValue(100)
+param mediaAutoscaleMaxInstances int = 4
+
+@description('Media autoscale: add an instance when the average load over 10 minutes is above this percentage.')
+@minValue(1)
+@maxValue(100)
+param mediaScaleOutLoadPercent int = 70
+
+@description('Media autoscale: remove an instance (after its drain) when the average load over 30 minutes is below this percentage.')
+@minValue(0)
+@maxValue(99)
+param mediaScaleInLoadPercent int = 25
+
 @description('Resource tags added to every resource.')
 param extraTags object = {}
 
@@ -308,7 +334,33 @@ module mediaVm 'modules/mediavm.bicep' = if (deployMediaVm) {
       recordingsContainerUrl: '${storage.outputs.blobEndpoint}${storage.outputs.complianceRecordingsContainerName}'
       mediaArtifactsContainerUrl: '${storage.outputs.blobEndpoint}${mediaArtifactsContainerName}'
       applicationInsightsName: monitoring.outputs.applicationInsightsName
+      // The worker's BOT_PUBLIC_URL (recording joiners beyond its capacity are sent back to the webhook) and
+      // BOT_ALLOWED_TENANTS, as the Function App has them; serviceFqdn: mediaServiceFqdn (empty: the LB's FQDN).
+      botPublicUrl: 'https://${functionApp.outputs.defaultHostName}'
+      botAllowedTenants: botAllowedTenants
+      serviceFqdn: mediaServiceFqdn
     }
+  }
+}
+
+// Operating the media VMs: autoscale on the workers' load, the media workbook, the media alerts (docs/media.md).
+module mediaOps 'modules/mediaops.bicep' = if (deployMediaVm) {
+  name: 'mediaops'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    namePrefix: 'media-${resourceToken}'
+    scaleSetName: mediaVm.outputs.scaleSetName
+    applicationInsightsName: monitoring.outputs.applicationInsightsName
+    mediaPrincipalId: identity.outputs.mediaPrincipalId
+    autoscaleEnabled: mediaAutoscaleEnabled
+    minInstances: mediaAutoscaleMinInstances
+    maxInstances: mediaAutoscaleMaxInstances
+    defaultInstances: mediaVmInstanceCount
+    scaleOutPercent: mediaScaleOutLoadPercent
+    scaleInPercent: mediaScaleInLoadPercent
+    alertEmail: alertEmail
   }
 }
 

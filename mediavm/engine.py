@@ -13,7 +13,7 @@ this, and so must every engine here:
 - audio sent back goes out as 20 ms PCM buffers (`MediaSession.send`);
 - a session is disposed when its call ends (`MediaSession.close`).
 The loopback engine (mediavm/loopback.py) implements this in pure Python for development, tests and the
-demo; the Windows engine (part 2 of this work) implements the same interface over the .NET library.
+demo; the Windows engine (mediavm/windows/) implements the same interface over the .NET library.
 """
 
 from __future__ import annotations

@@ -58,7 +58,18 @@ def test_the_service_needs_the_queue_and_somewhere_for_recordings(server: Loopba
     problems = "\n".join(caught.value.problems)
     assert "MEDIA_HANDOFF_TRANSPORT must be servicebus" in problems
     assert "RECORDINGS_CONTAINER_URL (or RECORDINGS_DIR) is not set" in problems
-    assert "MEDIA_ENGINE=windows" in problems
+    # the Windows engine's own settings are checked by the service, each named
+    for name in ("MEDIA_CERTIFICATE_THUMBPRINT", "MEDIA_INSTANCE_PUBLIC_PORT", "MEDIA_INSTANCE_PUBLIC_IP",
+                 "MEDIA_SERVICE_FQDN", "MEDIA_LIBRARY_DIR"):
+        assert f"MEDIA_ENGINE=windows needs {name}" in problems, name
+
+
+def test_a_scheduled_events_setting_that_makes_no_sense_stops_the_service(server: LoopbackServer,
+                                                                          tmp_path: Path) -> None:
+    settings = env(server, tmp_path, MEDIA_SCHEDULED_EVENTS="sometimes")
+    with pytest.raises(ConfigError) as caught:
+        service.check(settings)
+    assert any("MEDIA_SCHEDULED_EVENTS" in problem for problem in caught.value.problems)
 
 
 def test_tls_files_go_together_and_must_load(tmp_path: Path) -> None:

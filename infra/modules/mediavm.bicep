@@ -82,6 +82,8 @@ var mediaControlRuleName = 'media-control'
 var signalingRuleName = 'signaling'
 var frontendId = resourceId('Microsoft.Network/loadBalancers/frontendIPConfigurations', lbName, frontendName)
 var poolId = resourceId('Microsoft.Network/loadBalancers/backendAddressPools', lbName, poolName)
+// Monitoring Reader (built-in): read the Application Insights component (its connection string) and nothing else.
+var monitoringReader = '43d0d8ad-25c7-4714-9337-8ba259a9fe05'
 var certificateSecretUrl = 'https://${keyVaultName}${environment().suffixes.keyvaultDns}/secrets/${certificateName}'
 
 resource nsg 'Microsoft.Network/networkSecurityGroups@2024-05-01' = {
@@ -296,6 +298,22 @@ resource natPortReaderAssignment 'Microsoft.Authorization/roleAssignments@2022-0
   }
 }
 
+// The setup script reads the component's connection string with the instance identity (ARM GET), so it is in
+// neither userData nor the script; the workers' telemetry itself signs in with the identity (local auth is off).
+resource appInsights 'Microsoft.Insights/components@2020-02-02' existing = {
+  name: serviceConfig.applicationInsightsName
+}
+
+resource appInsightsReader 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(appInsights.id, identityPrincipalId, monitoringReader)
+  scope: appInsights
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', monitoringReader)
+    principalId: identityPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
 var instanceConfig = union(serviceConfig, {
   identityClientId: identityClientId
   keyVaultName: keyVaultName
@@ -462,6 +480,8 @@ resource vmss 'Microsoft.Compute/virtualMachineScaleSets@2024-07-01' = {
                       url: certificateSecretUrl
                       certificateStoreName: 'MY'
                       certificateStoreLocation: 'LocalMachine'
+                      // mediavm/setup/setup.ps1 exports it once as the worker's PEM files (its HTTPS endpoint).
+                      keyExportable: true
                     }
                   ]
                 }
@@ -497,6 +517,7 @@ resource vmss 'Microsoft.Compute/virtualMachineScaleSets@2024-07-01' = {
   }
   dependsOn: [
     natPortReaderAssignment
+    appInsightsReader
   ]
 }
 
