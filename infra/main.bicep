@@ -108,8 +108,8 @@ param mediaCertificateName string = 'media-tls'
 @description('Path of the media VM setup script in the repository; the hooks upload mediavm/ to the media artifacts container under the same paths.')
 param mediaVmSetupScript string = 'mediavm/setup/setup.ps1'
 
-@description('Give each media instance its own public IP as well as its NAT ports.')
-param mediaVmInstancePublicIp bool = false
+@description('Give each media instance its own public IP (ILPIP, which Microsoft requires for application-hosted media) as well as its NAT ports. false: no UDP media reaches the instances.')
+param mediaVmInstancePublicIp bool = true
 
 @description('Public DNS name the media service advertises (its certificate\'s name), a CNAME to the media load balancer\'s FQDN (MEDIA_VM_FQDN). Empty: that FQDN itself.')
 param mediaServiceFqdn string = ''

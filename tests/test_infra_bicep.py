@@ -560,7 +560,8 @@ def nsg_rules() -> dict[str, dict[str, Any]]:
 
 
 def test_media_nsg_rules_are_those_of_the_graph_requirements() -> None:
-    """graph-calling.md section 7: TCP 8445 and 9441 from AzureCloud, UDP 16384-65535 from Teams media."""
+    """graph-calling.md section 7: TCP 8445 and 9441 from AzureCloud, UDP 16384-65535 from Teams media; TCP 8445
+    also from the Teams media ranges (Microsoft 365 addresses, not promised inside the AzureCloud tag)."""
     rules = nsg_rules()
     path = MODULES / "mediavm.bicep"
     ports = {"mediaControlPort": param_default(path, "mediaControlPort"),
@@ -574,7 +575,10 @@ def test_media_nsg_rules_are_those_of_the_graph_requirements() -> None:
     assert (media["protocol"], media["destinationPortRange"]) == ("Udp", "16384-65535")
     assert "52.112.0.0/14" in param_default(path, "teamsMediaSourcePrefixes")
     assert all(rule["direction"] == "Inbound" and rule["access"] == "Allow" for rule in rules.values())
-    assert len(rules) == 3, "no other inbound rule (no RDP, no SSH)"
+    teams = rules["MEDIA_CONTROL_PLANE_TEAMS"]
+    assert (teams["protocol"], teams["sourceAddressPrefixes"]) == ("Tcp", "teamsMediaSourcePrefixes")
+    assert "mediaControlPort" in json.dumps(teams["destinationPortRange"])
+    assert len(rules) == 4, "no other inbound rule (no RDP, no SSH)"
 
 
 def test_media_instances_get_their_own_nat_ports_for_control_and_signaling() -> None:

@@ -135,10 +135,10 @@ SAMPLE_ENVIRONMENT = {
     "APPLICATIONINSIGHTS_AUTHENTICATION_STRING": "ClientId=0f0e0d0c-0000-4000-8000-000000000001;Authorization=AAD",
     "MEDIA_CERTIFICATE_THUMBPRINT": "0123456789ABCDEF0123456789ABCDEF01234567",
     "MEDIA_INSTANCE_INTERNAL_PORT": "8445",
-    "MEDIA_INSTANCE_PUBLIC_PORT": "6000",
+    "MEDIA_INSTANCE_PUBLIC_PORT": "8445",
     "MEDIA_INSTANCE_PUBLIC_IP": "20.50.1.2",
     "MEDIA_SERVICE_FQDN": "media-abc123.westeurope.cloudapp.azure.com",
-    "MEDIA_LIBRARY_DIR": r"C:\MediaWorker\media-library\1.33.0.258-preview",
+    "MEDIA_LIBRARY_DIR": r"C:\MediaWorker\media-library\1.33.0.258-preview-0123456789ab",
     "MEDIA_DOTNET_RUNTIME": "coreclr",
     "MEDIA_DOTNET_VERSION": "8.0",
     "DOTNET_ROOT": r"C:\MediaWorker\dotnet",
@@ -338,6 +338,10 @@ def test_idempotent_steps_check_before_they_change() -> None:
     assert "Get-Service -Name $ServiceName -ErrorAction SilentlyContinue" in service
     assert "'failure', $ServiceName, 'reset=', '86400', 'actions=', 'restart/5000" in service
     assert "'failureflag', $ServiceName, '1'" in service
+    assert "-NewDisplayName $rule.DisplayName" in firewall, "Set-NetFirewallRule renames with -NewDisplayName"
+    assert "New-NetFirewallRule -Name $rule.Name -DisplayName $rule.DisplayName" in firewall
+    settings = re.search(r"\$settings = @\{([^}]*)\}", firewall)
+    assert settings and "DisplayName" not in settings.group(1), "-DisplayName is another parameter set of Set-"
     for step, marker in (("Install-Worker", "installed.txt"), ("Install-MediaLibrary", "installed.txt"),
                          ("Install-DotNetRuntime", "installed.txt"), ("Export-WorkerTlsFiles", "thumbprint.txt"),
                          ("Install-VcRedist", "VC\\Runtimes\\x64")):
@@ -478,6 +482,133 @@ def test_the_port_mapping_query_matches_the_load_balancer_and_its_role() -> None
     assert "ipConfiguration = @{ id = $ipConfiguration }" in query
 
 
+def role_actions() -> list[str]:
+    actions: list[str] = body(bicep(MEDIAVM_BICEP)["resources"]["natPortReader"])["properties"]["permissions"][0][
+        "actions"]
+    return actions
+
+
+def test_the_port_mapping_query_can_be_followed_to_its_result() -> None:
+    """queryInboundNatRulePortMapping is a long-running POST: its Location is
+    /subscriptions/{sub}/providers/Microsoft.Network/locations/{region}/operationResults/{id}, outside the load
+    balancer, and "Track asynchronous Azure operations" asks for permission at the resource group to follow it."""
+    actions = role_actions()
+    for action in ("Microsoft.Network/locations/operationResults/read", "Microsoft.Network/locations/operations/read"):
+        assert action in actions, f"the custom role cannot follow the query's Location: {action}"
+    assignment = body(bicep(MEDIAVM_BICEP)["resources"]["natPortReaderAssignment"])
+    assert "scope" not in assignment, "assign the role on the resource group, not on the load balancer"
+    name = assignment["name"]["function"]
+    assert name["type"] == "guid" and name["parameters"]["base_string"]["function"]["type"] == "resource_group"
+    role = body(bicep(MEDIAVM_BICEP)["resources"]["natPortReader"])["properties"]
+    assert [scope["function"]["type"] for scope in role["assignableScopes"]] == ["resource_group"]
+    # The poll follows the Location, and a refused request shows ARM's error body (AuthorizationFailed) in the log.
+    arm = function_body("Invoke-Arm")
+    assert "Get-Header -Response $response -Name 'Location'" in arm
+    assert "Invoke-WebRequest" not in arm and arm.count("Invoke-ArmRequest -Request") == 2
+    request = function_body("Invoke-ArmRequest")
+    assert "catch [System.Net.WebException]" in request and "Read-ErrorBody -Exception $_.Exception" in request
+    assert "$body" in request.split("throw", 1)[1]
+    assert "GetResponseStream()" in function_body("Read-ErrorBody")
+    doc = DOC.read_text(encoding="utf-8")
+    for needle in ("Microsoft.Network/locations/operationResults/read", "Microsoft.Network/locations/operations/read",
+                   "AuthorizationFailed", "RoleDefinitionDoesNotExist"):
+        assert needle in doc, f"docs/media-vm.md does not name {needle}"
+
+
+def test_instances_have_their_own_public_ip_and_advertise_it() -> None:
+    """Microsoft's requirements for application-hosted media bots: every instance directly reachable through an
+    instance-level public IP (the load balancer forwards TCP NAT ports only, no UDP media)."""
+    assert param_default(MEDIAVM_BICEP, "instancePublicIp") is True
+    assert param_default(MAIN_BICEP, "mediaVmInstancePublicIp") is True
+    parameters = json.loads((INFRA / "main.parameters.json").read_text())["parameters"]
+    assert parameters["mediaVmInstancePublicIp"]["value"] == "${MEDIA_VM_INSTANCE_PUBLIC_IP=true}"
+    # The public IP configuration's name is the one the script reads the address by.
+    assert bicep(MEDIAVM_BICEP)["variables"]["instancePublicIpName"]["value"] == ps_string("InstancePublicIpName")
+    ipconfig = one_resource(MEDIAVM_BICEP, "Microsoft.Compute/virtualMachineScaleSets")["properties"][
+        "virtualMachineProfile"]["networkProfile"]["networkInterfaceConfigurations"][0]["properties"][
+        "ipConfigurations"][0]["properties"]
+    conditional = ipconfig["publicIPAddressConfiguration"]["operator"]["operands"]
+    assert conditional["condition"] == "instancePublicIp"
+    assert conditional["true_value"]["name"] == "instancePublicIpName"
+    config = bicep(MEDIAVM_BICEP)["variables"]["instanceConfig"]["value"]["function"]["parameters"]["arg_2"]
+    assert (config["instancePublicIp"], config["instancePublicIpName"]) == ("instancePublicIp", "instancePublicIpName")
+    # The scale set public IP API (PublicIPAddresses_GetVirtualMachineScaleSetPublicIPAddress): under the
+    # instance's Microsoft.Compute id, api-version 2018-10-01, and the role may read it.
+    assert ps_string("ScaleSetPublicIpApiVersion") == "2018-10-01"
+    assert ("Microsoft.Compute/virtualMachineScaleSets/virtualMachines/networkInterfaces/ipConfigurations/"
+            "publicIPAddresses/read") in role_actions()
+    address = function_body("Get-InstancePublicAddress")
+    assert ("'{0}/networkInterfaces/{1}/ipConfigurations/{2}/publicIPAddresses/{3}?api-version={4}' -f "
+            "$script:Compute.resourceId, $NicName, $IpConfigName, $pipName, $ScaleSetPublicIpApiVersion") in address
+    assert "Invoke-Arm -Method Get -Path $path" in address and "'ipAddress'" in address
+    # The media control plane is reached at ServiceFqdn:InstancePublicPort, and ServiceFqdn is the load balancer's
+    # name: with an instance IP too the port is the instance's NAT port (Microsoft's VMSS samples: 6000-6500 -> 8445).
+    assert "IpAddress = $address; MediaControlPort = $Ports.MediaControl" in address
+    assert "internalPort" not in address
+    # Without one: the load balancer's address and NAT port, as before.
+    assert ("IpAddress = (Get-Setting $script:Config 'publicIpAddress'); MediaControlPort = $Ports.MediaControl"
+            in address)
+    setup = function_body("Invoke-Setup")
+    assert "$address = Get-InstancePublicAddress -Ports $ports" in setup and "-Address $address" in setup
+    doc = DOC.read_text(encoding="utf-8")
+    assert "| `MEDIA_VM_INSTANCE_PUBLIC_IP` | `true` |" in doc and "ILPIP" in doc
+
+
+def test_the_media_control_port_admits_the_teams_media_ranges() -> None:
+    """The Teams media ranges are Microsoft 365's, which the AzureCloud service tag does not promise to hold."""
+    rules = nsg_rules()
+    teams = rules["MEDIA_CONTROL_PLANE_TEAMS"]
+    assert (teams["protocol"], teams["sourceAddressPrefixes"]) == ("Tcp", "teamsMediaSourcePrefixes")
+    assert teams["destinationPortRange"] == rules["MEDIA_CONTROL_PLANE"]["destinationPortRange"]
+    assert "`MEDIA_CONTROL_PLANE_TEAMS`" in DOC.read_text(encoding="utf-8")
+
+
+def test_nuget_dependencies_resolve_to_the_highest_lower_bound_then_install_once() -> None:
+    """NuGet's "Cousin dependencies": per package id, the highest lower bound of the graph (not the first seen);
+    the pinned packages as pinned. Pass 1 resolves from the .nuspec files, pass 2 copies each package once."""
+    resolve = function_body("Resolve-NuGetPackages")
+    assert "Compare-NuGetVersion -Left $lowerBound -Right $resolved[$dependencyKey].Version) -gt 0" in resolve
+    assert "if ($pins.ContainsKey($dependencyKey)) { continue }" in resolve
+    assert "$queue.Enqueue($dependencyKey)" in resolve, "a package whose version rises is walked again"
+    assert "Add-NuGetPackage" not in resolve and "Read-NuGetNuspec" in resolve
+    assert "/$lowerId.nuspec" in function_body("Read-NuGetNuspec")
+    add = function_body("Add-NuGetPackage")
+    assert "Add-NuGetPackage" not in add.split("{", 1)[1], "pass 2 copies one package: no recursion"
+    assert "Get-NuGetDependencies" not in add and "$Seen" not in add
+    install = function_body("Install-MediaLibrary")
+    assert install.index("Resolve-NuGetPackages -Pinned $MediaLibraryPackages") < install.index("Add-NuGetPackage")
+    key = function_body("Get-NuGetVersionKey")
+    assert "[version] ($parts -join '.')" in key and "while ($parts.Count -lt 4)" in key
+    compare = function_body("Compare-NuGetVersion")
+    assert "$a.Numeric.CompareTo($b.Numeric)" in compare
+
+
+def test_the_media_library_folder_is_named_by_everything_it_holds() -> None:
+    """Bumping only Calls.Media must not delete the folder the running worker loaded its DLLs from."""
+    install = function_body("Install-MediaLibrary")
+    assert ("$dir = Join-Path $Paths.MediaLibrary ('{0}-{1}' -f $MediaLibraryVersion, (Get-ShortHash -Text $wanted))"
+            in install)
+    assert install.index("$wanted = ") < install.index("$dir = ")
+    removal = install.index("Remove-Item -LiteralPath $dir")
+    assert "Stop-WorkerForUpdate" in install[:removal], "stop the worker before deleting a library folder"
+    assert "ComputeHash" in function_body("Get-ShortHash")
+
+
+def test_native_commands_outside_invoke_native_are_wrapped_like_it() -> None:
+    """Under 'Stop' and a transcript, Windows PowerShell turns a program's stderr line into a terminating error."""
+    for name, function in functions().items():
+        source = text(function)
+        for line in source.splitlines():
+            if re.search(r"&\s*\$(?!Action\b)\w+", line) and not line.strip().startswith("#"):
+                assert "2>&1" in line, f"{name}: {line.strip()}"
+                before = source[:source.index(line)]
+                assert "$ErrorActionPreference = 'Continue'" in before, f"{name} runs a program under 'Stop'"
+                after = source[source.index(line):]
+                assert "$ErrorActionPreference = $previous" in after and "$LASTEXITCODE" in after, name
+    export = function_body("Export-WorkerTlsFiles")
+    assert "if ($code -ne 0) { throw" in export
+
+
 def test_the_certificate_extension_and_the_telemetry_reader_are_in_the_bicep() -> None:
     profile = one_resource(MEDIAVM_BICEP, "Microsoft.Compute/virtualMachineScaleSets")["properties"][
         "virtualMachineProfile"]
@@ -539,12 +670,13 @@ def test_the_worker_accepts_the_environment_the_script_writes() -> None:
     windows = getattr(settings, "windows", None)
     if windows is not None:  # the Windows engine's own settings, as mediavm/config.py reads them
         assert windows.certificate_thumbprint == SAMPLE_ENVIRONMENT["MEDIA_CERTIFICATE_THUMBPRINT"]
-        assert windows.public_port == 6000 and windows.internal_port == 8445
+        assert windows.public_port == 8445 and windows.internal_port == 8445
         assert windows.library_dir == SAMPLE_ENVIRONMENT["MEDIA_LIBRARY_DIR"]
     # What the script derives each one from (the required ones from userData or the instance's own lookups).
     environment = function_body("Get-WorkerEnvironment")
     for name, source in (("MEDIA_WORKER_PUBLIC_URL", "$Ports.Signaling"), ("MEDIA_INSTANCE_PUBLIC_PORT",
-                         "$Ports.MediaControl"), ("MEDIA_WORKER_LISTEN", "'signalingPort'"),
+                         "$Address.MediaControlPort"), ("MEDIA_INSTANCE_PUBLIC_IP", "$Address.IpAddress"),
+                         ("MEDIA_WORKER_LISTEN", "'signalingPort'"),
                          ("MEDIA_INSTANCE_INTERNAL_PORT", "'mediaControlPort'"), ("SERVICEBUS_NAMESPACE",
                          "'serviceBusNamespace'"), ("BOT_PUBLIC_URL", "'botPublicUrl'")):
         line = next(line for line in environment.splitlines() if line.strip().startswith(name + " "))

@@ -1,10 +1,14 @@
 // The media VM scale set: Windows Server instances running the app-hosted media service (Microsoft's .NET
 // media library runs only on Windows). Deployed only with deployMediaVm = true.
 //
-// A call is pinned to the instance that answered it, so each instance needs its own public ports: a
-// Standard load balancer's inbound NAT rules give every instance one frontend port for the media control
-// plane (TCP 8445) and one for call signaling (TCP 9441), out of a port range per rule. The instance finds
-// its ports with the load balancer's port-mapping query (a custom role allows just that). Network security
+// A call is pinned to the instance that answered it, so each instance needs its own public address: by default
+// (instancePublicIp) every instance gets an instance-level public IP, as Microsoft's requirements for
+// application-hosted media bots demand ("Each VM instance ... must be directly accessible from the internet using
+// an instance-level public IP address (ILPIP)"): real-time media (UDP) and the media control plane reach it
+// directly. A Standard load balancer's inbound NAT rules also give every instance one frontend port for call
+// signaling (TCP 9441) and one for the media control plane (TCP 8445, used only without an instance public IP),
+// out of a port range per rule. The instance finds its ports with the load balancer's port-mapping query and its
+// own public IP with the scale set's public IP API (a custom role allows just that). Network security
 // rules are Microsoft's requirements for application-hosted media bots (Graph docs, "Requirements and
 // considerations for application-hosted media bots").
 //
@@ -54,8 +58,8 @@ param serviceConfig object
 @description('DNS label of the load balancer public IP: <label>.<region>.cloudapp.azure.com. The media certificate must cover the FQDN the media service advertises (this one, or your CNAME to it).')
 param dnsLabel string
 
-@description('Also give every instance its own public IP (direct UDP media instead of relayed; the NAT ports stay for TCP).')
-param instancePublicIp bool = false
+@description('Give every instance its own public IP (ILPIP), which Microsoft requires for application-hosted media: without it the load balancer (TCP NAT rules only) forwards no UDP media to the instance.')
+param instancePublicIp bool = true
 
 @description('Source ranges of Teams media (UDP), the Microsoft 365 "Optimize" ranges (the Graph requirements for application-hosted media bots).')
 param teamsMediaSourcePrefixes array = [ '52.112.0.0/14', '52.122.0.0/15' ]
@@ -80,6 +84,8 @@ var frontendName = 'public'
 var poolName = 'media'
 var mediaControlRuleName = 'media-control'
 var signalingRuleName = 'signaling'
+// The name of each instance's public IP configuration: setup.ps1 reads the instance's address by it.
+var instancePublicIpName = 'instance'
 var frontendId = resourceId('Microsoft.Network/loadBalancers/frontendIPConfigurations', lbName, frontendName)
 var poolId = resourceId('Microsoft.Network/loadBalancers/backendAddressPools', lbName, poolName)
 // Monitoring Reader (built-in): read the Application Insights component (its connection string) and nothing else.
@@ -103,6 +109,22 @@ resource nsg 'Microsoft.Network/networkSecurityGroups@2024-05-01' = {
           access: 'Allow'
           protocol: 'Tcp'
           sourceAddressPrefix: 'AzureCloud'
+          sourcePortRange: '*'
+          destinationAddressPrefix: '*'
+          destinationPortRange: string(mediaControlPort)
+        }
+      }
+      {
+        // The Teams media ranges are Microsoft 365 addresses (published by the Microsoft 365 IP address and URL
+        // web service), not Azure's: the AzureCloud service tag does not promise to hold them.
+        name: 'MEDIA_CONTROL_PLANE_TEAMS'
+        properties: {
+          description: 'Media control plane (InstanceInternalPort) from the Teams media service'
+          priority: 105
+          direction: 'Inbound'
+          access: 'Allow'
+          protocol: 'Tcp'
+          sourceAddressPrefixes: teamsMediaSourcePrefixes
           sourcePortRange: '*'
           destinationAddressPrefix: '*'
           destinationPortRange: string(mediaControlPort)
@@ -156,7 +178,7 @@ resource vnet 'Microsoft.Network/virtualNetworks@2024-05-01' = {
           networkSecurityGroup: {
             id: nsg.id
           }
-          // Egress goes through the load balancer's outbound rule (or the instance public IP).
+          // Egress goes through the instance public IP (or, without one, the load balancer's outbound rule).
           defaultOutboundAccess: false
         }
       }
@@ -265,18 +287,24 @@ resource lb 'Microsoft.Network/loadBalancers@2024-05-01' = {
   }
 }
 
-// Just enough for an instance to learn its own NAT ports: read the load balancer and query the mapping.
+// Just enough for an instance to learn its own public ports and address: read the load balancer, query the NAT
+// mapping and follow that long-running POST's Location (Microsoft.Network/locations/operationResults, outside the
+// load balancer's scope: the assignment below is on the resource group, as "Track asynchronous Azure operations"
+// requires), and read the instance's own public IP through the scale set.
 resource natPortReader 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
   name: guid(resourceGroup().id, lbName, 'nat-port-reader')
   properties: {
     roleName: 'Media NAT port reader (${lbName})'
-    description: 'Lets a media VM instance read its inbound NAT port mapping on the media load balancer.'
+    description: 'Lets a media VM instance read its inbound NAT port mapping on the media load balancer and its own instance public IP.'
     type: 'CustomRole'
     permissions: [
       {
         actions: [
           'Microsoft.Network/loadBalancers/read'
           'Microsoft.Network/loadBalancers/backendAddressPools/queryInboundNatRulePortMapping/action'
+          'Microsoft.Network/locations/operationResults/read'
+          'Microsoft.Network/locations/operations/read'
+          'Microsoft.Compute/virtualMachineScaleSets/virtualMachines/networkInterfaces/ipConfigurations/publicIPAddresses/read'
         ]
         notActions: []
       }
@@ -287,9 +315,11 @@ resource natPortReader 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
   }
 }
 
+// On the resource group, not the load balancer: tracking the port-mapping query's result needs permission at the
+// resource group level. A new custom role can take a while to replicate: a first provision may fail here with
+// RoleDefinitionDoesNotExist; `azd provision` again succeeds (docs/media-vm.md).
 resource natPortReaderAssignment 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(lb.id, identityPrincipalId, natPortReader.name)
-  scope: lb
+  name: guid(resourceGroup().id, identityPrincipalId, natPortReader.name)
   properties: {
     // Role assignments take the subscription-level id of a role definition, even one created in a group.
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', natPortReader.name)
@@ -322,6 +352,8 @@ var instanceConfig = union(serviceConfig, {
   publicIpAddress: publicIp.properties.ipAddress
   mediaControlPort: mediaControlPort
   signalingPort: signalingPort
+  instancePublicIp: instancePublicIp
+  instancePublicIpName: instancePublicIpName
   loadBalancer: {
     id: lb.id
     backendPool: poolName
@@ -442,7 +474,7 @@ resource vmss 'Microsoft.Compute/virtualMachineScaleSets@2024-07-01' = {
                       }
                     ]
                     publicIPAddressConfiguration: instancePublicIp ? {
-                      name: 'instance'
+                      name: instancePublicIpName
                       sku: {
                         name: 'Standard'
                         tier: 'Regional'

@@ -25,6 +25,7 @@
       Install-MediaLibrary           Microsoft.Skype.Bots.Media, Microsoft.Graph.Communications.Calls.Media and
                                      their dependencies from nuget.org into MEDIA_LIBRARY_DIR
       Get-InstanceNatPorts           this instance's public ports (media control, signaling) from the load balancer
+      Get-InstancePublicAddress      this instance's own public IP (ILPIP) from the scale set, or the load balancer's
       Get-ApplicationInsightsConnectionString   the component's connection string (ARM, with the identity)
       Install-WorkerService          the service wrapper compiled here, the service (virtual account
                                      NT SERVICE\MediaWorker, delayed start, restart on failure)
@@ -84,6 +85,11 @@ $FrameworkPreference = @('net8.0', 'net7.0', 'net6.0', 'net5.0', 'netcoreapp3.1'
 # --- Names shared with infra/modules/mediavm.bicep (tests/test_setup_script.py checks they agree) ---------------
 $NicName = 'nic'
 $IpConfigName = 'ipconfig'
+# The scale set's public IP configuration (instancePublicIpName): each instance's own public IP (ILPIP).
+$InstancePublicIpName = 'instance'
+# The scale set public IP API (Network's PublicIPAddresses_GetVirtualMachineScaleSetPublicIPAddress, on the
+# Microsoft.Compute path) takes only this version.
+$ScaleSetPublicIpApiVersion = '2018-10-01'
 # The TEAMS_MEDIA_UDP network security rule's destination ports: the media library's UDP range.
 $MediaUdpPorts = '16384-65535'
 $NetworkApiVersion = '2024-05-01'
@@ -243,6 +249,38 @@ function Get-Header {
     return ''
 }
 
+function Read-ErrorBody {
+    # The body of a failed HTTP response (ARM's {"error": {"code": "AuthorizationFailed", ...}}), or ''.
+    param($Exception)
+    $response = $null
+    if ($null -ne $Exception.PSObject.Properties['Response']) { $response = $Exception.Response }
+    if ($null -eq $response) { return '' }
+    try {
+        $stream = $response.GetResponseStream()
+        if ($null -eq $stream) { return '' }
+        if ($stream.CanSeek) { $stream.Position = 0 }
+        $reader = New-Object System.IO.StreamReader($stream)
+        try { return $reader.ReadToEnd().Trim() } finally { $reader.Dispose() }
+    }
+    catch {
+        return ''
+    }
+}
+
+function Invoke-ArmRequest {
+    # Invoke-WebRequest, with ARM's error body in the message of a failure (Windows PowerShell's WebException
+    # says only "(403) Forbidden"; the body names AuthorizationFailed and the action that is missing).
+    param([Parameter(Mandatory)] [hashtable] $Request)
+    try {
+        return Invoke-WebRequest @Request
+    }
+    catch [System.Net.WebException] {
+        $body = Read-ErrorBody -Exception $_.Exception
+        $uri = "$($Request.Uri)".Split('?')[0]
+        throw "$($Request.Method) $uri failed: $($_.Exception.Message) $body"
+    }
+}
+
 function Invoke-Arm {
     # An Azure Resource Manager request with the identity; follows a 202's Location until the result is there.
     param([Parameter(Mandatory)] [string] $Method, [Parameter(Mandatory)] [string] $Path, $Body = $null)
@@ -252,7 +290,7 @@ function Invoke-Arm {
         $request.Body = ConvertTo-Json -InputObject $Body -Depth 10 -Compress
         $request.ContentType = 'application/json'
     }
-    $response = Invoke-WebRequest @request
+    $response = Invoke-ArmRequest -Request $request
     for ($poll = 0; $response.StatusCode -eq 202; $poll++) {
         if ($poll -ge 60) { throw "$Method $Path is still running after 60 polls" }
         $location = Get-Header -Response $response -Name 'Location'
@@ -261,7 +299,7 @@ function Invoke-Arm {
         $retryAfter = Get-Header -Response $response -Name 'Retry-After'
         if ($retryAfter) { $wait = [Math]::Min([int] $retryAfter, 30) }
         Start-Sleep -Seconds $wait
-        $response = Invoke-WebRequest -Uri $location -Method Get -Headers $headers -UseBasicParsing -TimeoutSec 60
+        $response = Invoke-ArmRequest -Request @{ Uri = $location; Method = 'Get'; Headers = $headers; UseBasicParsing = $true; TimeoutSec = 60 }
     }
     if (-not $response.Content) { return $null }
     return ConvertFrom-Json -InputObject $response.Content
@@ -548,18 +586,88 @@ function ConvertTo-NuGetVersion {
     return ($parts -join '.') + $label
 }
 
+function Get-NuGetVersionKey {
+    # A version as NuGet orders it: the numeric part as a [version] (four parts, missing ones 0), then the label.
+    param([Parameter(Mandatory)] [string] $Version)
+    $normalized = ConvertTo-NuGetVersion -Version $Version
+    $core = $normalized
+    $label = ''
+    $dash = $normalized.IndexOf('-')
+    if ($dash -ge 0) {
+        $label = $normalized.Substring($dash + 1).ToLowerInvariant()
+        $core = $normalized.Substring(0, $dash)
+    }
+    $parts = @($core.Split('.'))
+    while ($parts.Count -lt 4) { $parts += '0' }
+    return [pscustomobject]@{ Numeric = [version] ($parts -join '.'); Label = $label }
+}
+
+function Compare-NuGetVersion {
+    # -1, 0 or 1: the numeric parts compared as [version] (1.10 is above 1.9), a release above its prereleases.
+    param([Parameter(Mandatory)] [string] $Left, [Parameter(Mandatory)] [string] $Right)
+    $a = Get-NuGetVersionKey -Version $Left
+    $b = Get-NuGetVersionKey -Version $Right
+    $numeric = $a.Numeric.CompareTo($b.Numeric)
+    if ($numeric -ne 0) { return [Math]::Sign($numeric) }
+    if ($a.Label -eq $b.Label) { return 0 }
+    if (-not $a.Label) { return 1 }
+    if (-not $b.Label) { return -1 }
+    return [Math]::Sign([string]::CompareOrdinal($a.Label, $b.Label))
+}
+
+function Read-NuGetNuspec {
+    # A package's .nuspec from nuget.org's flat container (the manifest alone, without the package).
+    param([Parameter(Mandatory)] [string] $Id, [Parameter(Mandatory)] [string] $Version)
+    $lowerId = $Id.ToLowerInvariant()
+    $lowerVersion = (ConvertTo-NuGetVersion -Version $Version).ToLowerInvariant()
+    $path = Save-Url -Url "$NuGetFlatContainer/$lowerId/$lowerVersion/$lowerId.nuspec" -Name "$lowerId.$lowerVersion.nuspec"
+    return [xml] (Get-Content -LiteralPath $path -Raw)
+}
+
+function Resolve-NuGetPackages {
+    # Pass 1 of NuGet's dependency resolution ("Cousin dependencies": per package id, the highest lower bound any
+    # package of the graph asks for). The pinned packages are taken as pinned: no dependency's bound replaces
+    # them. A package whose version rises is walked again at its new version (its dependencies may differ).
+    # Returns lower-case id -> (Id, Version), the one version of each package to install.
+    param([Parameter(Mandatory)] [array] $Pinned)
+    $resolved = @{}
+    $pins = @{}
+    $queue = New-Object System.Collections.Queue
+    foreach ($package in $Pinned) {
+        $key = $package.Id.ToLowerInvariant()
+        $pins[$key] = $true
+        $resolved[$key] = [pscustomobject]@{ Id = $package.Id; Version = (ConvertTo-NuGetVersion -Version $package.Version) }
+        $queue.Enqueue($key)
+    }
+    $walked = @{}
+    while ($queue.Count -gt 0) {
+        $key = $queue.Dequeue()
+        $entry = $resolved[$key]
+        $visit = '{0}/{1}' -f $key, $entry.Version.ToLowerInvariant()
+        if ($walked.ContainsKey($visit)) { continue }
+        $walked[$visit] = $true
+        foreach ($dependency in @(Get-NuGetDependencies -Nuspec (Read-NuGetNuspec -Id $entry.Id -Version $entry.Version))) {
+            $dependencyKey = $dependency.Id.ToLowerInvariant()
+            if ($pins.ContainsKey($dependencyKey)) { continue }
+            $lowerBound = ConvertTo-NuGetVersion -Version $dependency.Version
+            if (-not $resolved.ContainsKey($dependencyKey) -or (Compare-NuGetVersion -Left $lowerBound -Right $resolved[$dependencyKey].Version) -gt 0) {
+                $resolved[$dependencyKey] = [pscustomobject]@{ Id = $dependency.Id; Version = $lowerBound }
+                $queue.Enqueue($dependencyKey)
+            }
+        }
+    }
+    return $resolved
+}
+
 function Add-NuGetPackage {
-    # A package and, depth first, its dependencies (the first version seen of a package wins) into one folder.
+    # Pass 2: one resolved package's files (its best target framework, its Windows x64 native code) into one folder.
     param(
         [Parameter(Mandatory)] [string] $Id,
         [Parameter(Mandatory)] [string] $Version,
-        [Parameter(Mandatory)] [string] $Into,
-        [Parameter(Mandatory)] [hashtable] $Seen
+        [Parameter(Mandatory)] [string] $Into
     )
     $lowerId = $Id.ToLowerInvariant()
-    if ($Seen.ContainsKey($lowerId)) { return }
     $lowerVersion = (ConvertTo-NuGetVersion -Version $Version).ToLowerInvariant()
-    $Seen[$lowerId] = $lowerVersion
     $package = Save-Url -Url "$NuGetFlatContainer/$lowerId/$lowerVersion/$lowerId.$lowerVersion.nupkg" -Name "$lowerId.$lowerVersion.zip"
     $extracted = Join-Path $Paths.Downloads "$lowerId.$lowerVersion"
     if (-not (Test-Path -LiteralPath $extracted)) { Expand-Download -Path $package -Destination $extracted }
@@ -582,18 +690,27 @@ function Add-NuGetPackage {
         }
     }
     Write-Host "    $Id $Version`: $copied file(s)"
-    $nuspec = Get-ChildItem -LiteralPath $extracted -Filter '*.nuspec' | Select-Object -First 1
-    if ($null -eq $nuspec) { throw "$Id $Version has no .nuspec" }
-    foreach ($dependency in @(Get-NuGetDependencies -Nuspec ([xml] (Get-Content -LiteralPath $nuspec.FullName -Raw)))) {
-        Add-NuGetPackage -Id $dependency.Id -Version $dependency.Version -Into $Into -Seen $Seen
+}
+
+function Get-ShortHash {
+    # The first 12 hex digits of the SHA-256 of a text: a folder name that changes with what it holds.
+    param([Parameter(Mandatory)] [string] $Text)
+    $sha = [System.Security.Cryptography.SHA256]::Create()
+    try {
+        $bytes = $sha.ComputeHash([Text.Encoding]::UTF8.GetBytes($Text))
     }
+    finally {
+        $sha.Dispose()
+    }
+    return -join @($bytes[0..5] | ForEach-Object { $_.ToString('x2') })
 }
 
 function Install-MediaLibrary {
-    # One folder per version (MEDIA_LIBRARY_DIR), so an upgrade never overwrites DLLs a running worker holds.
-    $dir = Join-Path $Paths.MediaLibrary $MediaLibraryVersion
-    $marker = Join-Path $dir 'installed.txt'
+    # One folder per wanted set (MEDIA_LIBRARY_DIR: the media library version and a hash of every pinned package),
+    # so that a change of any pinned package installs beside the folder a running worker holds, never over it.
     $wanted = (@($MediaLibraryPackages | ForEach-Object { '{0} {1}' -f $_.Id, $_.Version })) -join '; '
+    $dir = Join-Path $Paths.MediaLibrary ('{0}-{1}' -f $MediaLibraryVersion, (Get-ShortHash -Text $wanted))
+    $marker = Join-Path $dir 'installed.txt'
     if ((Read-Marker $marker) -eq $wanted) {
         Write-Step "the media library $wanted is installed in $dir"
         return $dir
@@ -602,17 +719,19 @@ function Install-MediaLibrary {
     $staging = "$dir.partial"
     if (Test-Path -LiteralPath $staging) { Remove-Item -LiteralPath $staging -Recurse -Force }
     New-Item -ItemType Directory -Force -Path $staging | Out-Null
-    # The pinned packages first: a dependency's lower bound never replaces a pinned version.
-    $seen = @{}
-    foreach ($package in $MediaLibraryPackages) { $seen[$package.Id.ToLowerInvariant()] = $package.Version }
-    foreach ($package in $MediaLibraryPackages) {
-        $seen.Remove($package.Id.ToLowerInvariant())
-        Add-NuGetPackage -Id $package.Id -Version $package.Version -Into $staging -Seen $seen
+    # Pass 1 resolves every package's one version; pass 2 copies each once.
+    $resolved = Resolve-NuGetPackages -Pinned $MediaLibraryPackages
+    foreach ($key in @($resolved.Keys | Sort-Object)) {
+        Add-NuGetPackage -Id $resolved[$key].Id -Version $resolved[$key].Version -Into $staging
     }
     if (-not (Test-Path -LiteralPath (Join-Path $staging "$MediaLibraryPackage.dll"))) {
         throw "$wanted holds no $MediaLibraryPackage.dll for $($FrameworkPreference -join ', ')"
     }
-    if (Test-Path -LiteralPath $dir) { Remove-Item -LiteralPath $dir -Recurse -Force }
+    if (Test-Path -LiteralPath $dir) {
+        # The same set, left without its marker by a run that stopped: stop a worker that may hold it first.
+        Stop-WorkerForUpdate
+        Remove-Item -LiteralPath $dir -Recurse -Force
+    }
     Move-Item -LiteralPath $staging -Destination $dir
     # The library's own machine setup (performance counters), as Microsoft's samples run it at startup.
     $startup = Join-Path $dir 'MediaPlatformStartupScript.bat'
@@ -654,6 +773,32 @@ function Get-InstanceNatPorts {
     $result = [pscustomobject]@{ MediaControl = $ports[$controlRule]; Signaling = $ports[$signalingRule] }
     Write-Step "public ports: media control $($result.MediaControl), signaling $($result.Signaling)"
     return $result
+}
+
+function Get-InstancePublicAddress {
+    # The address the media library advertises (MEDIA_INSTANCE_PUBLIC_IP, InstancePublicIPAddress) and its media
+    # control port (MEDIA_INSTANCE_PUBLIC_PORT, InstancePublicPort). The media control plane is reached at
+    # ServiceFqdn:InstancePublicPort, and ServiceFqdn is the load balancer's name (the certificate's), so the port
+    # is always this instance's media control NAT port on the load balancer, as in Microsoft's VMSS samples
+    # (a NAT port range to the media control port). With an instance public IP (the default, which Microsoft requires for UDP media):
+    # the instance's own address, read through the scale set's public IP API (the instance metadata service does
+    # not show a Standard public IP). Without one: the load balancer's address (UDP media cannot reach the
+    # instance then: the load balancer has TCP NAT rules only).
+    param([Parameter(Mandatory)] $Ports)
+    if ((Get-Setting $script:Config 'instancePublicIp' -Optional) -ne $true) {
+        Write-Warning 'no instance public IP (instancePublicIp is false): the media library advertises the load balancer, which forwards no UDP media'
+        return [pscustomobject]@{ IpAddress = (Get-Setting $script:Config 'publicIpAddress'); MediaControlPort = $Ports.MediaControl }
+    }
+    $pipName = Get-Setting $script:Config 'instancePublicIpName'
+    $path = '{0}/networkInterfaces/{1}/ipConfigurations/{2}/publicIPAddresses/{3}?api-version={4}' -f $script:Compute.resourceId, $NicName, $IpConfigName, $pipName, $ScaleSetPublicIpApiVersion
+    $address = Invoke-WithRetry -What "reading the instance public IP '$pipName'" -Attempts 12 -DelaySeconds 10 -Action {
+        $pip = Invoke-Arm -Method Get -Path $path
+        $ip = "$(Get-Property (Get-Property $pip 'properties') 'ipAddress')"
+        if (-not $ip) { throw "the instance public IP '$pipName' has no address yet" }
+        $ip
+    }
+    Write-Step "instance public IP $address (media control through the load balancer's port $($Ports.MediaControl))"
+    return [pscustomobject]@{ IpAddress = $address; MediaControlPort = $Ports.MediaControl }
 }
 
 function Get-ApplicationInsightsConnectionString {
@@ -791,9 +936,19 @@ function Export-WorkerTlsFiles {
         catch {
             throw "exporting the certificate failed ($($_.Exception.Message)); the Key Vault extension must install it with keyExportable (infra/modules/mediavm.bicep)"
         }
-        $output = $oneTime | & $VenvPython $Tool pem --pfx $pfx --cert $files.Cert --key $files.Key
-        if ($LASTEXITCODE -ne 0) { throw "vmtool.py pem failed with exit code $LASTEXITCODE" }
-        Write-Host "    $output"
+        # As Invoke-Native runs a program (which cannot pipe the password in): 'Continue' while it runs, so that a
+        # line on standard error does not throw under 'Stop' and the transcript, and the exit code checked.
+        $previous = $ErrorActionPreference
+        $ErrorActionPreference = 'Continue'
+        try {
+            $output = @($oneTime | & $VenvPython $Tool pem --pfx $pfx --cert $files.Cert --key $files.Key 2>&1 | ForEach-Object { "$_" })
+        }
+        finally {
+            $ErrorActionPreference = $previous
+        }
+        $code = $LASTEXITCODE
+        foreach ($line in $output) { Write-Host "    $line" }
+        if ($code -ne 0) { throw "vmtool.py pem failed with exit code $code" }
     }
     finally {
         if (Test-Path -LiteralPath $pfx) { Remove-Item -LiteralPath $pfx -Force }
@@ -831,12 +986,13 @@ function Set-FirewallRules {
         @{ Name = 'MediaWorker-Media'; DisplayName = "Media worker: real-time media (UDP $MediaUdpPorts)"; Protocol = 'UDP'; Port = $MediaUdpPorts }
     )
     foreach ($rule in $rules) {
-        $settings = @{ DisplayName = $rule.DisplayName; Direction = 'Inbound'; Action = 'Allow'; Protocol = $rule.Protocol; LocalPort = $rule.Port; Profile = 'Any'; Enabled = 'True' }
+        # Set-NetFirewallRule -Name renames with -NewDisplayName (-DisplayName selects rules: another parameter set).
+        $settings = @{ Direction = 'Inbound'; Action = 'Allow'; Protocol = $rule.Protocol; LocalPort = $rule.Port; Profile = 'Any'; Enabled = 'True' }
         if ($null -ne (Get-NetFirewallRule -Name $rule.Name -ErrorAction SilentlyContinue)) {
-            Set-NetFirewallRule -Name $rule.Name @settings
+            Set-NetFirewallRule -Name $rule.Name -NewDisplayName $rule.DisplayName @settings
         }
         else {
-            New-NetFirewallRule -Name $rule.Name -Group 'Teams media worker' @settings | Out-Null
+            New-NetFirewallRule -Name $rule.Name -DisplayName $rule.DisplayName -Group 'Teams media worker' @settings | Out-Null
         }
         Write-Step "firewall: $($rule.DisplayName)"
     }
@@ -848,6 +1004,7 @@ function Get-WorkerEnvironment {
     param(
         [Parameter(Mandatory)] [string] $ServiceFqdn,
         [Parameter(Mandatory)] $Ports,
+        [Parameter(Mandatory)] $Address,
         [Parameter(Mandatory)] $Tls,
         [Parameter(Mandatory)] [string] $Thumbprint,
         [Parameter(Mandatory)] [string] $LibraryDir,
@@ -875,8 +1032,8 @@ function Get-WorkerEnvironment {
         APPLICATIONINSIGHTS_AUTHENTICATION_STRING = $authentication
         MEDIA_CERTIFICATE_THUMBPRINT              = $Thumbprint
         MEDIA_INSTANCE_INTERNAL_PORT              = "$(Get-Setting $script:Config 'mediaControlPort')"
-        MEDIA_INSTANCE_PUBLIC_PORT                = "$($Ports.MediaControl)"
-        MEDIA_INSTANCE_PUBLIC_IP                  = Get-Setting $script:Config 'publicIpAddress'
+        MEDIA_INSTANCE_PUBLIC_PORT                = "$($Address.MediaControlPort)"
+        MEDIA_INSTANCE_PUBLIC_IP                  = $Address.IpAddress
         MEDIA_SERVICE_FQDN                        = $ServiceFqdn
         MEDIA_LIBRARY_DIR                         = $LibraryDir
         MEDIA_DOTNET_RUNTIME                      = 'coreclr'
@@ -982,6 +1139,7 @@ function Invoke-Setup {
     Install-DotNetRuntime
     $libraryDir = Install-MediaLibrary
     $ports = Get-InstanceNatPorts
+    $address = Get-InstancePublicAddress -Ports $ports
     $connectionString = Get-ApplicationInsightsConnectionString
 
     Install-WorkerService -VenvPython $venvPython -ServiceSource $artifacts['service']
@@ -992,7 +1150,7 @@ function Invoke-Setup {
     Set-SslCertBinding -Port $mediaControlPort -Thumbprint $certificate.Thumbprint
     Set-FirewallRules -MediaControlPort $mediaControlPort -SignalingPort $signalingPort
 
-    $environment = Get-WorkerEnvironment -ServiceFqdn $serviceFqdn -Ports $ports -Tls $tls -Thumbprint $certificate.Thumbprint -LibraryDir $libraryDir -ConnectionString $connectionString
+    $environment = Get-WorkerEnvironment -ServiceFqdn $serviceFqdn -Ports $ports -Address $address -Tls $tls -Thumbprint $certificate.Thumbprint -LibraryDir $libraryDir -ConnectionString $connectionString
     Write-WorkerEnvironment -Environment $environment
     Register-CertificateRefresh
     Start-WorkerService
