@@ -112,23 +112,37 @@ MONO_FILES = (Path("/usr/bin/mcs"), Path("/usr/lib/mono/4.5/Facades/netstandard.
               Path("/usr/lib/libmonosgen-2.0.so.1"))
 
 
-def setup_mono() -> None:
-    """Install Debian's Mono when it is missing and this is root with apt-get; else its tests skip, saying why."""
-    if sys.platform != "linux" or all(path.exists() for path in MONO_FILES):
-        return
+def apt_install(packages: tuple[str, ...], what: str) -> None:
+    """Install Debian packages when this is root with apt-get; else say that `what` will skip, and why."""
     if not (hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get")):
-        say("Mono is missing: the Windows engine's tests will skip (apt-get install " + " ".join(MONO_PACKAGES) + ")")
+        say(f"{' '.join(packages)} missing: {what} will skip (apt-get install {' '.join(packages)})")
         return
-    say("installing Mono for the Windows engine's tests (apt-get: " + " ".join(MONO_PACKAGES) + ")")
+    say(f"installing for {what} (apt-get: {' '.join(packages)})")
     quiet = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
     for command in (["apt-get", "update", "-qq"],
-                    ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *MONO_PACKAGES]):
+                    ["apt-get", "install", "-y", "-qq", "--no-install-recommends", *packages]):
         done = subprocess.run(command, cwd=ROOT, env=quiet, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               text=True, check=False)
         if done.returncode != 0:
-            say(f"{' '.join(command[:2])} failed ({done.returncode}): the Windows engine's tests will skip\n"
+            say(f"{' '.join(command[:2])} failed ({done.returncode}): {what} will skip\n"
                 + done.stderr.strip()[-2000:])
             return
+
+
+def setup_mono() -> None:
+    """Debian's Mono, when it is missing: the Windows engine's tests run its interop on it."""
+    if sys.platform == "linux" and not all(path.exists() for path in MONO_FILES):
+        apt_install(MONO_PACKAGES, "the Windows engine's tests")
+
+
+#: Debian's espeak-ng renders `say:` prompts locally and in the tests (calling/flows/speech.py).
+ESPEAK_PACKAGES = ("espeak-ng",)
+
+
+def setup_espeak() -> None:
+    """Debian's espeak-ng, when it is missing: the say-prompt rendering tests use it."""
+    if sys.platform == "linux" and not shutil.which("espeak-ng"):
+        apt_install(ESPEAK_PACKAGES, "the say-prompt rendering tests")
 
 
 def test(extra: list[str]) -> int:
@@ -136,6 +150,7 @@ def test(extra: list[str]) -> int:
     setup_node()
     setup_infra()
     setup_mono()
+    setup_espeak()
     say("ruff (lint)")
     lint = run(BIN / "ruff", "check", ".", check=False)
     say("mypy (types)")

@@ -94,7 +94,7 @@ nodes:
         "f.yaml:2:1: colour: unknown key (expected one of description, name, nodes, start, version)",
         "f.yaml:3:1: start: no node named 'welcom' (did you mean 'welcome'?)",
         "f.yaml:7:5: nodes.welcome.prompt: a prompt is the path of a .wav file, relative to the flow file, "
-        "got 'hello.mp3'",
+        "or {say: text}, got 'hello.mp3'",
         "f.yaml:13:5: nodes.menu.retries: must be a whole number from 0 to 9",
         "f.yaml:14:5: nodes.menu.no_input_timeout: must be a whole number from 1 to 60",
         "f.yaml:18:5: nodes.sales.target: a target is +E164, user:<object id> or instance:<object id>, got 'bob'",
@@ -111,7 +111,7 @@ nodes:
     ("nodes:\n  a: {type: play, prompt: a.wav, next: b, extra: 1}\n",
      "f.yaml:2:43: nodes.a.extra: unknown key (expected one of description, next, prompt, type)"),
     ("nodes:\n  a: {type: play, prompt: [], next: b}\n",
-     "f.yaml:2:19: nodes.a.prompt: must be a .wav path or a list of 1 to 20 of them"),
+     "f.yaml:2:19: nodes.a.prompt: must be a prompt (a .wav path or {say: text}) or a list of 1 to 20 of them"),
     ("nodes:\n  a: {type: play, prompt: /abs/a.wav, next: b}\n",
      "f.yaml:2:19: nodes.a.prompt: a prompt path is relative, with /, got '/abs/a.wav'"),
     ("nodes:\n  a: {type: play, prompt: ../../a.wav, next: b}\n",

@@ -88,7 +88,8 @@ def test_postprovision_variants_run_the_same_commands(suffix: str) -> None:
 @pytest.mark.parametrize("suffix", ["sh", "ps1"])
 def test_predeploy_variants_run_the_same_commands(suffix: str) -> None:
     text = (HOOKS / f"predeploy.{suffix}").read_text()
-    for needle in ("-m calling.flows check", "import dev; dev.setup()", "PYTHON"):
+    for needle in ("-m calling.flows check --render", "import dev; dev.setup()", "PYTHON", "flows/.rendered",
+                   "--pattern '.rendered/*.wav'", "PROMPTS_CONTAINER_NAME"):
         assert needle in text, f"predeploy.{suffix} lacks {needle!r}"
 
 

@@ -18,6 +18,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from calling.flows import model as m
+from calling.flows import speech
 from calling.flows.snapshot import version
 from calling.flows.wav import WavError, check_file
 from calling.yamlsource import Document, PathKey, SourceError, SourceErrors, format_path, load_file, load_text
@@ -29,27 +30,34 @@ _DAY_NAMES = {**{d: i for i, d in enumerate(m.DAYS)},
               **{n: i for i, n in enumerate(("monday", "tuesday", "wednesday", "thursday", "friday", "saturday",
                                               "sunday"))}}
 _HOLIDAY = re.compile(r"^(?:(\d{4})-)?(\d{2})-(\d{2})$")
+_SAY_KEYS = ("say", "voice", "language")
 
 
-def load_flow(path: str | Path, *, folder: str | Path | None = None) -> m.Flow:
+def load_flow(path: str | Path, *, folder: str | Path | None = None, renderer: str | None = None) -> m.Flow:
     """Read one flow file (no sub-flows, no prompt files). Raises SourceErrors."""
     path = Path(path)
     base = Path(folder) if folder is not None else path.parent
     doc = load_file(path, scalar_keys=True)
-    return _Reader(doc, _relative(path, base) or path.name).flow()
+    return _Reader(doc, _relative(path, base) or path.name, renderer).flow()
 
 
-def parse_flow(text: str, file: str = "flow.yaml", *, flow_id: str | None = None) -> m.Flow:
-    """Read a flow from text; prompt and sub-flow paths are relative to the folder `file` is in."""
+def parse_flow(text: str, file: str = "flow.yaml", *, flow_id: str | None = None, renderer: str | None = None
+               ) -> m.Flow:
+    """Read a flow from text; prompt and sub-flow paths are relative to the folder `file` is in.
+
+    A say prompt becomes the key of its rendered file for `renderer` (default: speech.renderer_name())."""
     doc = load_text(text, file, scalar_keys=True)
-    return _Reader(doc, flow_id or PurePosixPath(file).name).flow()
+    return _Reader(doc, flow_id or PurePosixPath(file).name, renderer).flow()
 
 
-def load_bundle(path: str | Path, *, folder: str | Path | None = None) -> m.Bundle:
+def load_bundle(path: str | Path, *, folder: str | Path | None = None, render: bool = False,
+                renderer: str | None = None) -> m.Bundle:
     """A flow, every sub-flow it can run and every prompt, all checked. Raises SourceErrors with all problems.
 
     `folder` is where flow ids and prompt keys are relative to (default: the flow file's folder); nothing
-    may reach outside it, because that folder is what gets deployed and served.
+    may reach outside it, because that folder is what gets deployed and served. A say prompt's file
+    (`.rendered/say-<digest>.wav`) must exist; with `render`, a missing one is rendered first (by
+    `renderer`, default speech.renderer_name()). A say prompt that cannot be rendered is an error at it.
     """
     path = Path(path)
     base = Path(folder) if folder is not None else path.parent
@@ -66,15 +74,24 @@ def load_bundle(path: str | Path, *, folder: str | Path | None = None) -> m.Bund
         except (OSError, UnicodeDecodeError) as exc:
             raise SourceErrors([SourceError(str(file), 1, 1, "", f"cannot read: {exc}")]) from None
 
-    def prompt(key: str) -> m.PromptFile:
-        info, data = check_file(base / key)
+    def prompt(key: str, say: speech.Say | None) -> m.PromptFile:
+        file = base / key
+        if say is not None and not file.is_file():
+            if not render:
+                raise WavError(f"not rendered yet ({key}): python -m calling.flows check --render {path}")
+            data = speech.renderer(renderer or speech.renderer_name())(say)
+            file.parent.mkdir(parents=True, exist_ok=True)
+            partial = file.with_suffix(".partial")
+            partial.write_bytes(data)
+            partial.replace(file)  # never a half-written prompt under the final name
+        info, data = check_file(file)
         return m.PromptFile(key, hashlib.sha256(data).hexdigest(), info.duration, len(data))
 
-    return _assemble(root, read, prompt, str(base))
+    return _assemble(root, read, prompt, str(base), renderer)
 
 
 def bundle_from_sources(root: str, sources: Mapping[str, str], prompts: Mapping[str, m.PromptFile],
-                        folder: str = "") -> m.Bundle:
+                        folder: str = "", renderer: str | None = None) -> m.Bundle:
     """A bundle from the texts and prompt facts a call's session carries (no files): the same checks.
 
     A call keeps the flow it started with although a deployment may replace the files meanwhile
@@ -83,16 +100,19 @@ def bundle_from_sources(root: str, sources: Mapping[str, str], prompts: Mapping[
     def read(flow_id: str) -> str | None:
         return sources.get(flow_id)
 
-    def prompt(key: str) -> m.PromptFile:
+    def prompt(key: str, _: speech.Say | None) -> m.PromptFile:
         if key not in prompts:
             raise WavError("not among the prompts the session carries")
         return prompts[key]
 
-    return _assemble(root, read, prompt, folder)
+    return _assemble(root, read, prompt, folder, renderer)
 
 
-def _assemble(root: str, read: Callable[[str], str | None], prompt: Callable[[str], m.PromptFile],
-              folder: str) -> m.Bundle:
+_PromptLookup = Callable[[str, speech.Say | None], m.PromptFile]
+
+
+def _assemble(root: str, read: Callable[[str], str | None], prompt: _PromptLookup, folder: str,
+              renderer: str | None = None) -> m.Bundle:
     """Read the root flow and every sub-flow it reaches (`read` gives a flow's text, None when there is no
     such file), check them together and look up each prompt (`prompt` raises WavError for a bad one)."""
     from calling.flows.check import check_flows
@@ -109,7 +129,7 @@ def _assemble(root: str, read: Callable[[str], str | None], prompt: Callable[[st
             text = read(flow_id)
             if text is None:
                 raise SourceErrors([SourceError(file, 1, 1, "", "cannot read: no such flow file")])
-            flow = parse_flow(text, file, flow_id=flow_id)
+            flow = parse_flow(text, file, flow_id=flow_id, renderer=renderer)
         except SourceErrors as exc:
             errors.extend(exc.errors)
             continue
@@ -141,7 +161,7 @@ def _ordered(errors: list[SourceError]) -> list[SourceError]:
     return sorted(unique, key=lambda e: (order[e.file], e.line, e.column))
 
 
-def _check_prompts(flows: Mapping[str, m.Flow], prompt: Callable[[str], m.PromptFile],
+def _check_prompts(flows: Mapping[str, m.Flow], prompt: _PromptLookup,
                    errors: list[SourceError]) -> dict[str, m.PromptFile]:
     """Each prompt file once; a bad one is reported at its first reference in each flow that plays it."""
     found: dict[str, m.PromptFile] = {}
@@ -150,9 +170,10 @@ def _check_prompts(flows: Mapping[str, m.Flow], prompt: Callable[[str], m.Prompt
         reported: set[str] = set()
         for node in flow.nodes.values():
             for where, key in node.prompts():
+                say = flow.says.get(key)
                 if key not in found and key not in bad:
                     try:
-                        found[key] = prompt(key)
+                        found[key] = prompt(key, say)
                     except WavError as exc:
                         bad[key] = str(exc)
                 if key in bad and key not in reported:
@@ -160,8 +181,13 @@ def _check_prompts(flows: Mapping[str, m.Flow], prompt: Callable[[str], m.Prompt
                     path = ("nodes", node.id, *where)
                     if path not in flow.positions:  # one prompt written as a string, not a list
                         path = path[:-1]
-                    errors.append(error(flow, path, f"prompt {key}: {bad[key]}"))
+                    what = f"say prompt {_quote(say.text)}" if say is not None else f"prompt {key}"
+                    errors.append(error(flow, path, f"{what}: {bad[key]}"))
     return found
+
+
+def _quote(text: str, most: int = 40) -> str:
+    return repr(text if len(text) <= most else text[: most - 1] + "…")
 
 
 def _relative(path: Path, base: Path) -> str | None:
@@ -174,9 +200,11 @@ def _relative(path: Path, base: Path) -> str | None:
 class _Reader:
     """Reads one document into models, collecting errors instead of stopping at the first."""
 
-    def __init__(self, doc: Document, flow_id: str) -> None:
+    def __init__(self, doc: Document, flow_id: str, renderer: str | None = None) -> None:
         self.doc = doc
         self.flow_id = flow_id
+        self.renderer = renderer
+        self.says: dict[str, speech.Say] = {}  # the say prompts' keys (their rendered files) to what they say
         self.folder = posixpath.dirname(flow_id)
         self.errors: list[SourceError] = []
         self.parsed: dict[str, m.Node] = {}  # the nodes that loaded, also when others did not
@@ -198,7 +226,7 @@ class _Reader:
             values["name"] = PurePosixPath(self.flow_id).stem
         if not values.get("start"):
             values["start"] = next(iter(nodes))
-        return m.Flow(**values, id=self.flow_id, file=self.doc.file, positions=self.doc.positions)
+        return m.Flow(**values, id=self.flow_id, file=self.doc.file, positions=self.doc.positions, says=self.says)
 
     def partial_targets(self, data: Mapping[str, Any]) -> None:
         """With other errors present, still name transitions to nodes that do not exist (of nodes that loaded)."""
@@ -281,15 +309,54 @@ class _Reader:
         if isinstance(raw, str):
             key = self._prompt_path(raw, path)
             return _BAD if key is _BAD else (key,)
+        if isinstance(raw, Mapping):
+            key = self._prompt_path(raw, path)
+            return _BAD if key is _BAD else (key,)
         if not isinstance(raw, list) or not 1 <= len(raw) <= m.MAX_PROMPTS:
-            return self.fail(path, f"must be a .wav path or a list of 1 to {m.MAX_PROMPTS} of them")
+            return self.fail(path, f"must be a prompt (a .wav path or {{say: text}}) or a list of 1 to "
+                                   f"{m.MAX_PROMPTS} of them")
         keys = [self._prompt_path(item, (*path, i)) for i, item in enumerate(raw)]
         return _BAD if _BAD in keys else tuple(keys)
 
     def _prompt_path(self, raw: Any, path: PathKey) -> Any:
+        if isinstance(raw, Mapping):
+            return self._say(raw, path)
         if not isinstance(raw, str) or not raw.lower().endswith(".wav"):
-            return self.fail(path, f"a prompt is the path of a .wav file, relative to the flow file, got {raw!r}")
+            return self.fail(path, "a prompt is the path of a .wav file, relative to the flow file, or "
+                                   f"{{say: text}}, got {raw!r}")
         return self._inside(raw, path, "prompt")
+
+    def _say(self, raw: Mapping[str, Any], path: PathKey) -> Any:
+        """`{say: text, voice?: name, language?: BCP-47}`: the key of its rendered file (speech.key)."""
+        before = len(self.errors)
+        for name in raw:
+            if name not in _SAY_KEYS:
+                self.fail((*path, name), f"unknown key (expected one of {', '.join(_SAY_KEYS)})")
+        text = raw.get("say")
+        if "say" not in raw:
+            self.fail(path, "a prompt given as a mapping needs `say`: the text to speak")
+        elif not isinstance(text, str) or not text.strip():
+            self.fail((*path, "say"), f"must be the text to speak, got {text!r}")
+        elif len(text) > speech.MAX_TEXT:
+            self.fail((*path, "say"), f"is {len(text)} characters; at most {speech.MAX_TEXT} (about two minutes "
+                                      "of speech): split it or record a .wav")
+        voice = raw.get("voice", "")
+        if not isinstance(voice, str) or ("voice" in raw and not speech.VOICE.match(voice)):
+            self.fail((*path, "voice"), "must be a voice name such as en-us (espeak-ng) or "
+                                        f"en-US-AvaMultilingualNeural (Azure AI Speech), got {voice!r}")
+        language = raw.get("language", "")
+        if not isinstance(language, str) or ("language" in raw and not speech.LANGUAGE.match(language)):
+            self.fail((*path, "language"), f"must be a BCP-47 language tag such as en-US or fr-CA, got {language!r}")
+        if len(self.errors) > before:
+            return _BAD
+        try:
+            renderer = self.renderer or speech.renderer_name()
+        except speech.SpeechError as exc:
+            return self.fail(path, str(exc))
+        say = speech.Say(" ".join(str(text).split()), voice, language)
+        key = speech.key(say, renderer)
+        self.says[key] = say
+        return key
 
     def _inside(self, raw: str, path: PathKey, what: str) -> Any:
         """A path relative to this flow file, as a key relative to the bundle's folder (no escaping it)."""

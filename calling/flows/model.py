@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any, ClassVar
 
+from calling.flows.speech import Say
 from calling.yamlsource import PathKey
 
 VERSION = 1
@@ -61,7 +62,8 @@ class NodeRef:
 
 @dataclass(frozen=True)
 class Prompt:
-    """A WAV file path, relative to the flow file; `many`: one path or a list of 1 to 20."""
+    """A WAV file path, relative to the flow file, or `{say: text, voice?, language?}` (calling/flows/speech.py);
+    `many`: one prompt or a list of 1 to 20. Loaded, each is a key: a say prompt's is its rendered file's."""
 
     many: bool = False
 
@@ -510,6 +512,8 @@ class Flow:
     id: str = ""  # the file's path relative to the bundle's folder: how sub-flow nodes and state name it
     file: str = ""  # the path the file was read from, for messages
     positions: Mapping[PathKey, tuple[int, int]] = field(default_factory=dict, compare=False, repr=False)
+    #: The say prompts' keys (their rendered files, `.rendered/say-<digest>.wav`) to what they say.
+    says: Mapping[str, Say] = field(default_factory=dict, compare=False, repr=False)
 
     def where(self, path: PathKey) -> tuple[int, int]:
         """Line and column of `path` in the file (or of its nearest written ancestor)."""

@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 from calling.flows import model as m
+from calling.flows import speech
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 _KEY = "^[0-9*#]$"
@@ -24,8 +25,23 @@ _TARGET = r"^(\+[1-9]\d{1,14}|user:.+|instance:.+)$"
 
 def schema() -> dict[str, Any]:
     defs: dict[str, Any] = {
-        "prompt": {"type": "string", "pattern": r"\.[wW][aA][vV]$",
-                   "description": "A WAV file (RIFF, PCM, mono, 16-bit, 16 kHz), relative to the flow file."},
+        "prompt": {"anyOf": [
+            {"type": "string", "pattern": r"\.[wW][aA][vV]$",
+             "description": "A WAV file (RIFF, PCM, mono, 16-bit, 16 kHz), relative to the flow file."},
+            {"$ref": "#/$defs/say"}]},
+        "say": {
+            "type": "object", "additionalProperties": False, "required": ["say"],
+            "description": "A prompt given as text, rendered to a WAV before deployment "
+                           "(python -m calling.flows check --render).",
+            "properties": {
+                "say": {"type": "string", "minLength": 1, "maxLength": speech.MAX_TEXT, "pattern": r"\S",
+                        "description": f"The text to speak (at most {speech.MAX_TEXT} characters)."},
+                "voice": {"type": "string", "pattern": speech.VOICE.pattern,
+                          "description": "A voice: espeak-ng's (`en-us`, `en+f3`) or Azure AI Speech's "
+                                         "(`en-US-AvaMultilingualNeural`). Default: the renderer's for the language."},
+                "language": {"type": "string", "pattern": speech.LANGUAGE.pattern,
+                             "description": f"A BCP-47 language tag (`en-US`, `fr-CA`). Default: "
+                                            f"{speech.DEFAULT_LANGUAGE}, or the Azure voice's."}}},
         "target": {"type": "string", "pattern": _TARGET,
                    "description": "`+E164` (quoted), `user:<object id>` or `instance:<object id>`."},
         "key": {"anyOf": [{"type": "string", "pattern": _KEY}, {"type": "integer", "minimum": 0, "maximum": 9}]},

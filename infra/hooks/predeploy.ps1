@@ -3,7 +3,8 @@
 # FILE:LINE:COLUMN message, instead of failing calls in production.
 #
 # Step 1: choose the Python that runs the flow checker
-# Step 2: check every shipped flow
+# Step 2: check every shipped flow, rendering its say: prompts first
+# Step 3: upload the rendered say prompts to the prompts container
 $ErrorActionPreference = 'Stop'
 Set-StrictMode -Version Latest
 
@@ -31,7 +32,8 @@ else {
     if (-not (Test-Path $python)) { $python = Join-Path $Root '.venv/bin/python' }
 }
 
-# Step 2: check every shipped flow.
+# Step 2: check every shipped flow, rendering its say: prompts first.
+# See predeploy.sh: SAY_RENDERER picks espeak-ng or azure-speech, and the app must run with the same one.
 $flows = @(Get-ChildItem -Path (Join-Path $Root 'flows') -Filter '*.yaml' -File | Sort-Object Name |
     ForEach-Object { "flows/$($_.Name)" })
 if ($flows.Count -eq 0) {
@@ -39,10 +41,23 @@ if ($flows.Count -eq 0) {
     exit 0
 }
 Write-Host "==> Step 2: checking the flows: $($flows -join ' ')"
-& $python -m calling.flows check @flows
+& $python -m calling.flows check --render @flows
 if ($LASTEXITCODE -ne 0) {
     [Console]::Error.WriteLine('predeploy: a flow is invalid (FILE:LINE:COLUMN above); fix it, then deploy again')
     exit 1
+}
+
+# Step 3: upload the rendered say prompts to the prompts container.
+# postprovision runs before this hook on a first `azd up`, so prompts rendered just now go up here, same keys.
+if ((Test-Path (Join-Path $Root 'flows/.rendered')) -and $env:AZURE_STORAGE_ACCOUNT_NAME -and $env:PROMPTS_CONTAINER_NAME) {
+    Write-Host "==> Step 3: uploading the rendered say prompts to $($env:AZURE_STORAGE_ACCOUNT_NAME)/$($env:PROMPTS_CONTAINER_NAME)"
+    az storage blob upload-batch --auth-mode login `
+        --account-name $env:AZURE_STORAGE_ACCOUNT_NAME --destination $env:PROMPTS_CONTAINER_NAME `
+        --source (Join-Path $Root 'flows') --pattern '.rendered/*.wav' --overwrite true --only-show-errors --output none
+    if ($LASTEXITCODE -ne 0) {
+        [Console]::Error.WriteLine("predeploy: uploading the rendered say prompts failed (Storage Blob Data Contributor on $($env:AZURE_STORAGE_ACCOUNT_NAME)?)")
+        exit 1
+    }
 }
 
 exit 0
