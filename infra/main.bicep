@@ -137,6 +137,13 @@ param mediaScaleOutLoadPercent int = 70
 @maxValue(99)
 param mediaScaleInLoadPercent int = 25
 
+@description('Deploy an Azure AI Speech resource (Entra auth only) and render the say: prompts with it at deploy time (SAY_RENDERER azure-speech, in the predeploy hook and the app). false: espeak-ng renders them.')
+param deploySpeech bool = false
+
+@description('Speech pricing tier (deploySpeech): S0, or F0 (free, one per subscription).')
+@allowed([ 'S0', 'F0' ])
+param speechSkuName string = 'S0'
+
 @description('Resource tags added to every resource.')
 param extraTags object = {}
 
@@ -290,6 +297,22 @@ module functionApp 'modules/functionapp.bicep' = {
     handoffTransport: deployMediaVm ? 'servicebus' : 'none'
     serviceBusNamespace: serviceBus.outputs.fullyQualifiedNamespace
     handoffQueue: serviceBus.outputs.queueName
+    // The renderer names the rendered say prompts (calling/flows/speech.py renderer_name()), so the app runs
+    // with the one the predeploy hook renders with: azure-speech when this deployment has a Speech resource.
+    sayRenderer: deploySpeech ? 'azure-speech' : 'espeak-ng'
+  }
+}
+
+module speech 'modules/speech.bicep' = if (deploySpeech) {
+  name: 'speech'
+  scope: rg
+  params: {
+    location: location
+    tags: tags
+    name: 'spch-${resourceToken}'
+    customSubDomainName: 'spch-${resourceToken}'
+    skuName: speechSkuName
+    deployerPrincipalId: principalId
   }
 }
 
@@ -389,3 +412,6 @@ output MEDIA_IDENTITY_PRINCIPAL_ID string = identity.outputs.mediaPrincipalId
 output DURABLE_BACKEND string = durableBackend
 output AZURE_BOT_NAME string = empty(botAppId) ? '' : bot.outputs.name
 output MEDIA_VM_FQDN string = deployMediaVm ? mediaVm.outputs.publicFqdn : ''
+output AZURE_SPEECH_ENDPOINT string = deploySpeech ? speech.outputs.endpoint : ''
+output AZURE_SPEECH_RESOURCE_ID string = deploySpeech ? speech.outputs.id : ''
+output AZURE_SPEECH_REGION string = deploySpeech ? speech.outputs.location : ''

@@ -268,12 +268,16 @@ def test_azure_speech_asks_for_graphs_format_with_an_entra_token(monkeypatch: py
         return Response(wav)
 
     monkeypatch.setattr("urllib.request.urlopen", urlopen)
-    azure = speech.AzureSpeech("https://contoso-speech.cognitiveservices.azure.com", lambda: "TOKEN")
+    resource = "/subscriptions/s/resourceGroups/rg/providers/Microsoft.CognitiveServices/accounts/spch-contoso"
+    azure = speech.AzureSpeech("westeurope", resource, lambda: "TOKEN")
     data = azure.render(speech.Say("Fish & <chips>", language="en-GB"))
     assert check_prompt(data).rate == 16_000
     request: Any = sent[0]
-    assert request.full_url == "https://contoso-speech.cognitiveservices.azure.com/tts/cognitiveservices/v1"
-    assert request.headers["Authorization"] == "Bearer TOKEN"
+    assert request.full_url == "https://westeurope.tts.speech.microsoft.com/cognitiveservices/v1"
+    assert request.get_method() == "POST"
+    assert request.headers["Authorization"] == f"Bearer aad#{resource}#TOKEN"
+    assert request.headers["Content-type"] == "application/ssml+xml"
+    assert request.headers["User-agent"] == "teams-calling-flows"
     assert request.headers["X-microsoft-outputformat"] == "riff-16khz-16bit-mono-pcm"
     assert request.data.decode() == (
         "<speak version='1.0' xmlns='http://www.w3.org/2001/10/synthesis' xml:lang=\"en-GB\">"
@@ -283,10 +287,17 @@ def test_azure_speech_asks_for_graphs_format_with_an_entra_token(monkeypatch: py
     assert "xml:lang=\"en-GB\"" in azure.ssml(speech.Say("Hi", voice="en-GB-SoniaNeural"))
 
 
-def test_azure_speech_needs_an_https_endpoint(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("AZURE_SPEECH_ENDPOINT", raising=False)
-    with pytest.raises(speech.SpeechError, match="AZURE_SPEECH_ENDPOINT"):
+def test_azure_speech_needs_the_region_and_the_resource_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("AZURE_SPEECH_REGION", raising=False)
+    monkeypatch.setenv("AZURE_SPEECH_RESOURCE_ID", "/subscriptions/s/providers/Microsoft.CognitiveServices/accounts/a")
+    with pytest.raises(speech.SpeechError, match="AZURE_SPEECH_REGION"):
         speech.renderer(speech.AZURE)
+    monkeypatch.setenv("AZURE_SPEECH_REGION", "westeurope")
+    monkeypatch.setenv("AZURE_SPEECH_RESOURCE_ID", "")
+    with pytest.raises(speech.SpeechError, match="AZURE_SPEECH_RESOURCE_ID"):
+        speech.renderer(speech.AZURE)
+    monkeypatch.setenv("AZURE_SPEECH_RESOURCE_ID", "/subscriptions/s/providers/Microsoft.CognitiveServices/accounts/a")
+    assert speech.AzureSpeech.from_env().url == "https://westeurope.tts.speech.microsoft.com/cognitiveservices/v1"
 
 
 # --- in a call ------------------------------------------------------------------------------------

@@ -208,27 +208,41 @@ AZURE_FORMAT = "riff-16khz-16bit-mono-pcm"  # Graph's prompt format exactly: no 
 class AzureSpeech:
     """Azure AI Speech text to speech over REST, authenticated with Entra ID (no keys: disableLocalAuth).
 
-    `endpoint` is the Speech resource's custom-domain endpoint (`https://<name>.cognitiveservices.azure.com`),
-    which accepts a plain Entra bearer token; the token comes from azure-identity's DefaultAzureCredential
-    (the deployer's `az login` in the azd hook; a managed identity elsewhere), scope cognitiveservices.
+    As documented for the REST API with Microsoft Entra auth
+    (https://learn.microsoft.com/azure/ai-services/speech-service/rest-text-to-speech#authentication): POST SSML to
+    the region's `https://<region>.tts.speech.microsoft.com/cognitiveservices/v1` with
+    `Authorization: Bearer aad#<Speech resource id>#<Entra access token>`. The token, scope
+    `https://cognitiveservices.azure.com/.default`, comes from azure-identity's DefaultAzureCredential (the
+    deployer's `az login` in the azd hook); the resource needs a custom subdomain for Entra auth
+    (infra/modules/speech.bicep) and the caller Cognitive Services Speech User on it.
     """
 
-    endpoint: str
+    region: str
+    resource_id: str
     token: Callable[[], str]
     default_voice: str = AZURE_DEFAULT_VOICE
 
     @classmethod
     def from_env(cls) -> AzureSpeech:
-        endpoint = os.environ.get("AZURE_SPEECH_ENDPOINT", "").strip().rstrip("/")
-        if not endpoint.startswith("https://"):
-            raise SpeechError("AZURE_SPEECH_ENDPOINT must be the Speech resource's https:// custom-domain endpoint")
+        region = os.environ.get("AZURE_SPEECH_REGION", "").strip().lower()
+        resource_id = os.environ.get("AZURE_SPEECH_RESOURCE_ID", "").strip()
+        if not re.fullmatch(r"[a-z0-9]+", region):
+            raise SpeechError("AZURE_SPEECH_REGION must be the Speech resource's region (for example westeurope)")
+        if "/providers/Microsoft.CognitiveServices/accounts/" not in resource_id:
+            raise SpeechError("AZURE_SPEECH_RESOURCE_ID must be the Speech resource's id "
+                              "(/subscriptions/.../providers/Microsoft.CognitiveServices/accounts/<name>)")
 
         def token() -> str:
             from azure.identity import DefaultAzureCredential
 
             return DefaultAzureCredential().get_token("https://cognitiveservices.azure.com/.default").token
 
-        return cls(endpoint, token, os.environ.get("AZURE_SPEECH_VOICE", "").strip() or AZURE_DEFAULT_VOICE)
+        return cls(region, resource_id, token,
+                   os.environ.get("AZURE_SPEECH_VOICE", "").strip() or AZURE_DEFAULT_VOICE)
+
+    @property
+    def url(self) -> str:
+        return f"https://{self.region}.tts.speech.microsoft.com/cognitiveservices/v1"
 
     def ssml(self, say: Say) -> str:
         language = say.language or _azure_locale(say.voice) or DEFAULT_LANGUAGE
@@ -243,9 +257,10 @@ class AzureSpeech:
         import urllib.error
         import urllib.request
 
-        request = urllib.request.Request(  # noqa: S310 (endpoint is checked to be https://)
-            f"{self.endpoint}/tts/cognitiveservices/v1", data=self.ssml(say).encode("utf-8"), method="POST",
-            headers={"Authorization": f"Bearer {self.token()}", "Content-Type": "application/ssml+xml",
+        request = urllib.request.Request(  # noqa: S310 (a fixed https:// URL)
+            self.url, data=self.ssml(say).encode("utf-8"), method="POST",
+            headers={"Authorization": f"Bearer aad#{self.resource_id}#{self.token()}",
+                     "Content-Type": "application/ssml+xml",
                      "X-Microsoft-OutputFormat": AZURE_FORMAT, "User-Agent": "teams-calling-flows"})
         try:
             with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310

@@ -34,6 +34,9 @@ else {
 
 # Step 2: check every shipped flow, rendering its say: prompts first.
 # See predeploy.sh: SAY_RENDERER picks espeak-ng or azure-speech, and the app must run with the same one.
+# With a Speech resource (DEPLOY_SPEECH: azd exports AZURE_SPEECH_ENDPOINT, _RESOURCE_ID and _REGION), azure-speech.
+if ($env:AZURE_SPEECH_ENDPOINT) { $env:SAY_RENDERER = 'azure-speech' } else { $env:SAY_RENDERER = 'espeak-ng' }
+Write-Host "==> Step 2: say prompts render with $($env:SAY_RENDERER)"
 $flows = @(Get-ChildItem -Path (Join-Path $Root 'flows') -Filter '*.yaml' -File | Sort-Object Name |
     ForEach-Object { "flows/$($_.Name)" })
 if ($flows.Count -eq 0) {

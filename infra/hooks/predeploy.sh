@@ -30,6 +30,16 @@ fi
 # the Function App package carries them like any prompt. SAY_RENDERER picks the renderer: espeak-ng (default) or
 # azure-speech (Azure AI Speech, docs/configuration.md, with the deployer's Entra token); the app must run
 # with the same SAY_RENDERER, since it names the files.
+# With a Speech resource (DEPLOY_SPEECH, so azd exports AZURE_SPEECH_ENDPOINT, _RESOURCE_ID and _REGION from
+# main.bicep's outputs), render with Azure AI Speech, as the Function App's SAY_RENDERER says; else espeak-ng.
+if [ -n "${AZURE_SPEECH_ENDPOINT:-}" ]; then
+    SAY_RENDERER=azure-speech
+    export SAY_RENDERER AZURE_SPEECH_ENDPOINT AZURE_SPEECH_RESOURCE_ID AZURE_SPEECH_REGION
+else
+    SAY_RENDERER=espeak-ng
+    export SAY_RENDERER
+fi
+printf '==> Step 2: say prompts render with %s\n' "$SAY_RENDERER"
 set -- flows/*.yaml
 if [ ! -e "$1" ]; then
     printf '==> Step 2: no flows in flows/ to check\n'

@@ -79,6 +79,10 @@ param serviceBusNamespace string
 @description('Name of the session-enabled hand-off queue.')
 param handoffQueue string
 
+@description('The say: prompt renderer the predeploy hook renders with (calling/flows/speech.py): it is part of the rendered files\' names, so the app must run with the same one.')
+@allowed([ 'espeak-ng', 'azure-speech' ])
+param sayRenderer string = 'espeak-ng'
+
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' existing = {
   name: storageAccountName
 }
@@ -212,6 +216,8 @@ var botSettings = {
   RECORDINGS_CONTAINER_URL: '${storageBlobEndpoint}${recordingsContainerName}'
   // Outbound requests' Idempotency-Keys, shared by every instance (docs/flows.md, "Retrying safely").
   IDEMPOTENCY_CONTAINER_URL: '${storageBlobEndpoint}${idempotencyContainerName}'
+  // Names the rendered say prompts (.rendered/say-<digest>.wav): the renderer the predeploy hook used.
+  SAY_RENDERER: sayRenderer
 }
 
 // Durable Task Scheduler: host.json names no storage provider (a plain `func start` uses Azurite), so the
