@@ -196,7 +196,7 @@ class MediaLink:
                 else:
                     raise wire.WireError(f"the bot sent message type {kind}, which only the media service sends")
         except asyncio.IncompleteReadError:
-            pass
+            pass  # the connection closed mid-message: `why` already says the bot closed it
         except (ConnectionError, OSError) as exc:
             why = f"the media connection failed: {exc or type(exc).__name__}"
         except wire.WireError as exc:
