@@ -221,7 +221,7 @@ def commands(root: tree_sitter.Node) -> Iterator[tuple[str, list[str]]]:
         yield name, params
 
 
-@pytest.mark.parametrize("path", [SCRIPT, *sorted(HOOKS.glob("*.ps1"))], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [SCRIPT, *sorted(HOOKS.rglob("*.ps1"))], ids=lambda p: p.name)
 def test_powershell_parses_without_errors(path: Path) -> None:
     found = problems(POWERSHELL, path.read_bytes())
     assert not found, f"{path.name} does not parse:\n" + "\n".join(found)
@@ -370,8 +370,8 @@ def secret_findings(source: str) -> list[str]:
             for m in pattern.finditer(source)]
 
 
-@pytest.mark.parametrize("path", [SCRIPT, SERVICE, VMTOOL, STAGE, REQUIREMENTS, *sorted(HOOKS.glob("preprovision.*"))],
-                         ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [SCRIPT, SERVICE, VMTOOL, STAGE, REQUIREMENTS, *sorted(HOOKS.glob("preprovision.*")),
+                                  *sorted((HOOKS / "lib").glob("[uU]pload.*"))], ids=lambda p: p.name)
 def test_no_secret_looking_literals(path: Path) -> None:
     found = secret_findings(path.read_text(encoding="utf-8"))
     assert not found, f"{path.name}: {found}"
@@ -856,11 +856,18 @@ def test_preprovision_sh_and_ps1_do_the_same_steps_and_commands() -> None:
     assert all(sh.count(step) == 2 for step in sh), sh
     for suffix in ("sh", "ps1"):
         source = (HOOKS / f"preprovision.{suffix}").read_text()
+        # The upload is the shared helper's (infra/hooks/lib/; tests/test_infra_hooks.py checks it and its use).
+        upload = {"sh": "upload_batch 'the media VM artifacts'",
+                  "ps1": "Invoke-UploadBatch -What 'the media VM artifacts'"}
         for needle in ("DEPLOY_MEDIA_VM", "BOT_APP_ID", "az keyvault certificate show", "mediavm/setup/stage.py",
-                       "--out", "az storage blob upload-batch --auth-mode login", "MEDIA_ARTIFACTS_CONTAINER_NAME",
-                       "--overwrite true", "AZURE_KEY_VAULT_NAME", "MEDIA_CERTIFICATE_NAME", "media-tls",
+                       "--out", upload[suffix], "MEDIA_ARTIFACTS_CONTAINER_NAME", "ARTIFACT_UPLOAD_ATTEMPTS",
+                       "ARTIFACT_UPLOAD_RETRY_SECONDS", "AZURE_KEY_VAULT_NAME", "MEDIA_CERTIFICATE_NAME", "media-tls",
                        "import dev; dev.setup()", "docs/media-vm.md"):
             assert needle in source, f"preprovision.{suffix} lacks {needle!r}"
+    for helper in ("upload.sh", "Upload.ps1"):
+        source = (HOOKS / "lib" / helper).read_text()
+        for needle in ("az storage blob upload-batch --auth-mode login", "--overwrite true"):
+            assert needle in source, f"lib/{helper} lacks {needle!r}"
     assert re.search(r"^set -eu$", (HOOKS / "preprovision.sh").read_text(), re.MULTILINE)
     assert "$ErrorActionPreference = 'Stop'" in (HOOKS / "preprovision.ps1").read_text()
 

@@ -13,6 +13,8 @@ $ErrorActionPreference = 'Stop'
 Set-StrictMode -Version Latest
 
 $Root = (Resolve-Path (Join-Path $PSScriptRoot '../..')).Path
+# Invoke-UploadBatch: the retried blob upload, shared with the other hooks (found next to this file).
+. (Join-Path $PSScriptRoot 'lib/Upload.ps1')
 Set-Location $Root
 # The one list of Graph permissions the bot needs: also read by infra/entra/app.bicep and docs/entra-portal.md.
 $PermissionsFile = Join-Path $Root 'infra/graph-permissions.json'
@@ -43,17 +45,8 @@ $container = $env:PROMPTS_CONTAINER_NAME
 Say "Step 1: uploading the prompts (flows/**/*.wav) to $account/$container"
 $attempts = if ($env:PROMPT_UPLOAD_ATTEMPTS) { [int] $env:PROMPT_UPLOAD_ATTEMPTS } else { 6 }
 $pause = if ($env:PROMPT_UPLOAD_RETRY_SECONDS) { [int] $env:PROMPT_UPLOAD_RETRY_SECONDS } else { 20 }
-for ($attempt = 1; ; $attempt++) {
-    az storage blob upload-batch --auth-mode login `
-        --account-name $account --destination $container `
-        --source (Join-Path $Root 'flows') --pattern '*.wav' --overwrite true --only-show-errors --output none
-    if ($LASTEXITCODE -eq 0) { break }
-    if ($attempt -ge $attempts) {
-        Fail "uploading the prompts failed $attempts times; check that your account has Storage Blob Data Contributor on $account"
-    }
-    Warn "uploading the prompts failed (attempt $attempt of $attempts; a new role assignment can take a few minutes); retrying in ${pause}s"
-    Start-Sleep -Seconds $pause
-}
+Invoke-UploadBatch -What 'the prompts' -Attempts $attempts -Pause $pause `
+    -Account $account -Container $container -Source (Join-Path $Root 'flows') -Options '--pattern', '*.wav'
 
 # Step 2: build the Teams app package.
 $botAppId = Get-Setting 'BOT_APP_ID'

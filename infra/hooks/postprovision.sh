@@ -13,6 +13,9 @@
 set -eu
 
 ROOT=$(CDPATH='' cd -- "$(dirname -- "$0")/../.." && pwd)
+# upload_batch: the retried blob upload, shared with the other hooks (found next to this file, before the cd).
+# shellcheck source=lib/upload.sh
+. "$(dirname -- "$0")/lib/upload.sh"
 cd "$ROOT"
 PYTHON=${PYTHON:-python3}
 # The one list of Graph permissions the bot needs: also read by infra/entra/app.bicep and docs/entra-portal.md.
@@ -34,19 +37,8 @@ require() {
 # calling/flows/prompts.py appends to the prompts base URL, so the blobs are where the app asks for them.
 require AZURE_STORAGE_ACCOUNT_NAME PROMPTS_CONTAINER_NAME
 say "Step 1: uploading the prompts (flows/**/*.wav) to $AZURE_STORAGE_ACCOUNT_NAME/$PROMPTS_CONTAINER_NAME"
-attempts=${PROMPT_UPLOAD_ATTEMPTS:-6}
-pause=${PROMPT_UPLOAD_RETRY_SECONDS:-20}
-attempt=1
-until az storage blob upload-batch --auth-mode login \
-    --account-name "$AZURE_STORAGE_ACCOUNT_NAME" --destination "$PROMPTS_CONTAINER_NAME" \
-    --source "$ROOT/flows" --pattern '*.wav' --overwrite true --only-show-errors --output none; do
-    if [ "$attempt" -ge "$attempts" ]; then
-        fail "uploading the prompts failed $attempts times; check that your account has Storage Blob Data Contributor on $AZURE_STORAGE_ACCOUNT_NAME"
-    fi
-    warn "uploading the prompts failed (attempt $attempt of $attempts; a new role assignment can take a few minutes); retrying in ${pause}s"
-    sleep "$pause"
-    attempt=$((attempt + 1))
-done
+upload_batch 'the prompts' "${PROMPT_UPLOAD_ATTEMPTS:-6}" "${PROMPT_UPLOAD_RETRY_SECONDS:-20}" \
+    "$AZURE_STORAGE_ACCOUNT_NAME" "$PROMPTS_CONTAINER_NAME" "$ROOT/flows" --pattern '*.wav'
 
 # Step 2: build the Teams app package.
 if [ -n "${BOT_APP_ID:-}" ]; then

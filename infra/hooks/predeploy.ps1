@@ -5,10 +5,16 @@
 # Step 1: choose the Python that runs the flow checker
 # Step 2: check every shipped flow, rendering its say: prompts first
 # Step 3: upload the rendered say prompts to the prompts container
+#
+# Needs: az for step 3 (logged in; `--auth-mode login` uploads with your own Entra identity, which needs a blob data
+# role on the storage account). Tuning, as in postprovision: PROMPT_UPLOAD_ATTEMPTS (default 6) and
+# PROMPT_UPLOAD_RETRY_SECONDS (default 20): a role assignment made by the same provision can take minutes to apply.
 $ErrorActionPreference = 'Stop'
 Set-StrictMode -Version Latest
 
 $Root = (Resolve-Path (Join-Path $PSScriptRoot '../..')).Path
+# Invoke-UploadBatch: the retried blob upload, shared with the other hooks (found next to this file).
+. (Join-Path $PSScriptRoot 'lib/Upload.ps1')
 Set-Location $Root
 
 # Step 1: choose the Python that runs the flow checker.
@@ -54,13 +60,11 @@ if ($LASTEXITCODE -ne 0) {
 # postprovision runs before this hook on a first `azd up`, so prompts rendered just now go up here, same keys.
 if ((Test-Path (Join-Path $Root 'flows/.rendered')) -and $env:AZURE_STORAGE_ACCOUNT_NAME -and $env:PROMPTS_CONTAINER_NAME) {
     Write-Host "==> Step 3: uploading the rendered say prompts to $($env:AZURE_STORAGE_ACCOUNT_NAME)/$($env:PROMPTS_CONTAINER_NAME)"
-    az storage blob upload-batch --auth-mode login `
-        --account-name $env:AZURE_STORAGE_ACCOUNT_NAME --destination $env:PROMPTS_CONTAINER_NAME `
-        --source (Join-Path $Root 'flows') --pattern '.rendered/*.wav' --overwrite true --only-show-errors --output none
-    if ($LASTEXITCODE -ne 0) {
-        [Console]::Error.WriteLine("predeploy: uploading the rendered say prompts failed (Storage Blob Data Contributor on $($env:AZURE_STORAGE_ACCOUNT_NAME)?)")
-        exit 1
-    }
+    $attempts = if ($env:PROMPT_UPLOAD_ATTEMPTS) { [int] $env:PROMPT_UPLOAD_ATTEMPTS } else { 6 }
+    $pause = if ($env:PROMPT_UPLOAD_RETRY_SECONDS) { [int] $env:PROMPT_UPLOAD_RETRY_SECONDS } else { 20 }
+    Invoke-UploadBatch -What 'the rendered say prompts' -Attempts $attempts -Pause $pause `
+        -Account $env:AZURE_STORAGE_ACCOUNT_NAME -Container $env:PROMPTS_CONTAINER_NAME `
+        -Source (Join-Path $Root 'flows') -Options '--pattern', '.rendered/*.wav'
 }
 
 exit 0

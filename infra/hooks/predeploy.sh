@@ -6,9 +6,16 @@
 # Step 1: choose the Python that runs the flow checker
 # Step 2: check every shipped flow, rendering its say: prompts first
 # Step 3: upload the rendered say prompts to the prompts container
+#
+# Needs: az for step 3 (logged in; `--auth-mode login` uploads with your own Entra identity, which needs a blob data
+# role on the storage account). Tuning, as in postprovision: PROMPT_UPLOAD_ATTEMPTS (default 6) and
+# PROMPT_UPLOAD_RETRY_SECONDS (default 20): a role assignment made by the same provision can take minutes to apply.
 set -eu
 
 ROOT=$(CDPATH='' cd -- "$(dirname -- "$0")/../.." && pwd)
+# upload_batch: the retried blob upload, shared with the other hooks (found next to this file, before the cd).
+# shellcheck source=lib/upload.sh
+. "$(dirname -- "$0")/lib/upload.sh"
 cd "$ROOT"
 
 # Step 1: choose the Python that runs the flow checker.
@@ -56,11 +63,6 @@ fi
 # go up here, under the same keys (.rendered/say-<digest>.wav).
 if [ -d flows/.rendered ] && [ -n "${AZURE_STORAGE_ACCOUNT_NAME:-}" ] && [ -n "${PROMPTS_CONTAINER_NAME:-}" ]; then
     printf '==> Step 3: uploading the rendered say prompts to %s/%s\n' "$AZURE_STORAGE_ACCOUNT_NAME" "$PROMPTS_CONTAINER_NAME"
-    if ! az storage blob upload-batch --auth-mode login \
-        --account-name "$AZURE_STORAGE_ACCOUNT_NAME" --destination "$PROMPTS_CONTAINER_NAME" \
-        --source "$ROOT/flows" --pattern '.rendered/*.wav' --overwrite true --only-show-errors --output none; then
-        printf 'predeploy: uploading the rendered say prompts failed (Storage Blob Data Contributor on %s?)\n' \
-            "$AZURE_STORAGE_ACCOUNT_NAME" >&2
-        exit 1
-    fi
+    upload_batch 'the rendered say prompts' "${PROMPT_UPLOAD_ATTEMPTS:-6}" "${PROMPT_UPLOAD_RETRY_SECONDS:-20}" \
+        "$AZURE_STORAGE_ACCOUNT_NAME" "$PROMPTS_CONTAINER_NAME" "$ROOT/flows" --pattern '.rendered/*.wav'
 fi

@@ -17,10 +17,11 @@ $ErrorActionPreference = 'Stop'
 Set-StrictMode -Version Latest
 
 $Root = (Resolve-Path (Join-Path $PSScriptRoot '../..')).Path
+# Invoke-UploadBatch: the retried blob upload, shared with the other hooks (found next to this file).
+. (Join-Path $PSScriptRoot 'lib/Upload.ps1')
 Set-Location $Root
 
 function Say([string] $Message) { Write-Host "==> $Message" }
-function Warn([string] $Message) { Write-Warning $Message }
 function Fail([string] $Message) { Write-Error "preprovision: $Message" }
 function Get-Setting([string] $Name) { [Environment]::GetEnvironmentVariable($Name) }
 
@@ -78,17 +79,8 @@ try {
     Say "Step 4: uploading the media VM artifacts to $account/$container"
     $attempts = if ($env:ARTIFACT_UPLOAD_ATTEMPTS) { [int] $env:ARTIFACT_UPLOAD_ATTEMPTS } else { 6 }
     $pause = if ($env:ARTIFACT_UPLOAD_RETRY_SECONDS) { [int] $env:ARTIFACT_UPLOAD_RETRY_SECONDS } else { 20 }
-    for ($attempt = 1; ; $attempt++) {
-        az storage blob upload-batch --auth-mode login `
-            --account-name $account --destination $container `
-            --source $stage --overwrite true --only-show-errors --output none
-        if ($LASTEXITCODE -eq 0) { break }
-        if ($attempt -ge $attempts) {
-            Fail "uploading the media VM artifacts failed $attempts times; check that your account has Storage Blob Data Contributor on $account"
-        }
-        Warn "uploading the media VM artifacts failed (attempt $attempt of $attempts); retrying in ${pause}s"
-        Start-Sleep -Seconds $pause
-    }
+    Invoke-UploadBatch -What 'the media VM artifacts' -Attempts $attempts -Pause $pause `
+        -Account $account -Container $container -Source $stage
 }
 finally {
     Remove-Item -Recurse -Force $stage -ErrorAction SilentlyContinue

@@ -17,10 +17,12 @@
 set -eu
 
 ROOT=$(CDPATH='' cd -- "$(dirname -- "$0")/../.." && pwd)
+# upload_batch: the retried blob upload, shared with the other hooks (found next to this file, before the cd).
+# shellcheck source=lib/upload.sh
+. "$(dirname -- "$0")/lib/upload.sh"
 cd "$ROOT"
 
 say() { printf '==> %s\n' "$*"; }
-warn() { printf 'WARNING: %s\n' "$*" >&2; }
 fail() { printf 'preprovision: %s\n' "$*" >&2; exit 1; }
 
 # Step 1: check whether the media VM is deployed and its storage exists.
@@ -59,17 +61,6 @@ say "Step 3: building the media VM artifacts into $stage"
 
 # Step 4: upload the media VM artifacts to the media-artifacts container.
 say "Step 4: uploading the media VM artifacts to $AZURE_STORAGE_ACCOUNT_NAME/$MEDIA_ARTIFACTS_CONTAINER_NAME"
-attempts=${ARTIFACT_UPLOAD_ATTEMPTS:-6}
-pause=${ARTIFACT_UPLOAD_RETRY_SECONDS:-20}
-attempt=1
-until az storage blob upload-batch --auth-mode login \
-    --account-name "$AZURE_STORAGE_ACCOUNT_NAME" --destination "$MEDIA_ARTIFACTS_CONTAINER_NAME" \
-    --source "$stage" --overwrite true --only-show-errors --output none; do
-    if [ "$attempt" -ge "$attempts" ]; then
-        fail "uploading the media VM artifacts failed $attempts times; check that your account has Storage Blob Data Contributor on $AZURE_STORAGE_ACCOUNT_NAME"
-    fi
-    warn "uploading the media VM artifacts failed (attempt $attempt of $attempts); retrying in ${pause}s"
-    sleep "$pause"
-    attempt=$((attempt + 1))
-done
+upload_batch 'the media VM artifacts' "${ARTIFACT_UPLOAD_ATTEMPTS:-6}" "${ARTIFACT_UPLOAD_RETRY_SECONDS:-20}" \
+    "$AZURE_STORAGE_ACCOUNT_NAME" "$MEDIA_ARTIFACTS_CONTAINER_NAME" "$stage"
 say "the media VM artifacts are in place; new instances (and reimaged ones) install them"
