@@ -1,4 +1,4 @@
-"""A local host for function_app.py: HTTP triggers and Durable orchestrations without Core Tools."""
+"""A local host for function_app.py: HTTP triggers, Durable orchestrations and entities without Core Tools."""
 
 from devhost.durable.store import MemoryStore, SqliteStore
 from devhost.host import DevHost, PortInUse

@@ -60,6 +60,9 @@ async def serve(host: DevHost, address: str, port: int) -> None:
         print(f"devhost: serving function_app.py at {url} (real time). Ctrl-C stops it.", flush=True)
         for methods, route, name in host.routes():
             print(f"  {name}: [{methods}] {route}", flush=True)
+        for entity in host.index.entities.values():
+            print(f"  {entity.name}: entity (signal or read at {url}/runtime/webhooks/durabletask/entities/"
+                  f"{entity.name.lower()}/<key>)", flush=True)
         for name, reason in host.index.skipped:
             print(f"  {name}: skipped ({reason})", flush=True)
         print(f"  Durable management API: {url}/runtime/webhooks/durabletask/instances", flush=True)

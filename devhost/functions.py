@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from devhost import invocation, signatures
@@ -58,18 +58,33 @@ class ActivityFunction:
     wants_context: bool
 
 
+@dataclass(frozen=True)
+class EntityFunction:
+    """An `entityTrigger` function: `@app.entity_trigger` registers the SDK's `Entity.create` handle."""
+
+    name: str  # as registered (the trigger's entity_name, else the function name)
+    context_param: str
+    client_params: tuple[str, ...]
+    function: Callable[..., Any]
+    wants_context: bool  # a `context` parameter that is not the trigger's own binding
+
+
 @dataclass
 class AppIndex:
     http: list[HttpFunction]
     orchestrators: dict[str, OrchestratorFunction]  # keyed by casefolded name: the extension's names ignore case
     activities: dict[str, ActivityFunction]
     skipped: list[tuple[str, str]]
+    entities: dict[str, EntityFunction] = field(default_factory=dict)
 
     def orchestrator(self, name: str) -> OrchestratorFunction | None:
         return self.orchestrators.get(name.casefold())
 
     def activity(self, name: str) -> ActivityFunction | None:
         return self.activities.get(name.casefold())
+
+    def entity(self, name: str) -> EntityFunction | None:
+        return self.entities.get(name.casefold())
 
 
 def route_pattern(template: str) -> re.Pattern[str]:
@@ -152,7 +167,10 @@ def index(app: Any) -> AppIndex:
                 name=registered, input_param=trigger.name, client_params=clients, function=user,
                 wants_context=invocation.wants_context(user))
         elif kind == "entityTrigger":
-            result.skipped.append((name, "Durable entities are not supported by devhost"))
+            registered = getattr(trigger, "entity_name", None) or name
+            result.entities[registered.casefold()] = EntityFunction(
+                name=registered, context_param=trigger.name, client_params=clients, function=user,
+                wants_context=trigger.name != "context" and invocation.wants_context(user))
         else:
             result.skipped.append((name, f"{kind} functions are not run by devhost"))
     for name, reason in result.skipped:

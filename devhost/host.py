@@ -1,4 +1,4 @@
-"""DevHost: the function app's HTTP triggers, orchestrations and activities on one local aiohttp server.
+"""DevHost: the function app's HTTP triggers, orchestrations, activities and entities on one aiohttp server.
 
 It stands in for Core Tools plus the Durable extension: one listening socket serves the app's HTTP routes,
 the Durable management API (`/runtime/webhooks/durabletask/...` and the client's `/durabletask/` RPC base),
@@ -19,7 +19,7 @@ from typing import Any
 from aiohttp import web
 
 from devhost import functions
-from devhost.durable import history, management
+from devhost.durable import history, management, payloads
 from devhost.durable.engine import Engine
 from devhost.durable.store import Store, open_store
 from devhost.http import HttpTriggers
@@ -155,6 +155,15 @@ class DevHost:
     def instances(self) -> list[dict[str, Any]]:
         """Every instance's status, as `status` gives it (the management API lists the same)."""
         return [management.status_payload(record) for record in self._engine.instances()]
+
+    def entity(self, name: str, key: str) -> dict[str, Any] | None:
+        """An entity's committed state: `exists`, `state` (the JSON value) and `lastOperationTime`; None when no
+        batch of it has run yet."""
+        record = self._engine.entity(name, key)
+        if record is None:
+            return None
+        return {"exists": record.exists, "state": payloads.value_of(record.state),
+                "lastOperationTime": history.timestamp(record.last_operation_time)}
 
     def history(self, instance_id: str) -> list[dict[str, Any]]:
         """The current execution's history as recorded, EventType as a name ("TaskScheduled")."""

@@ -264,7 +264,7 @@ async def test_restart_starts_the_same_orchestration_again(
     assert host.status(new_id)["output"] == "again"
 
 
-async def test_rewind_and_entities_are_refused_clearly(
+async def test_rewind_is_refused_clearly_and_an_entity_never_used_is_not_found(
         clock: VirtualClock, host: DevHost, client: df.DurableOrchestrationClient) -> None:
     await client.start_new("waiter", "rw")
     await settle(clock, host, "rw", "Running")
@@ -272,7 +272,7 @@ async def test_rewind_and_entities_are_refused_clearly(
         await client.rewind("rw", "try")
     async with aiohttp.ClientSession() as session:
         response = await session.get(f"{host.url}/durabletask/entities/counter/one")
-        assert response.status == 501
+        assert response.status == 404  # ReadEntityStateAsync: no such entity (tests/test_devhost_entities.py)
 
 
 async def test_start_and_wait_returns_the_output_when_it_finishes_in_time(host: DevHost) -> None:

@@ -7,15 +7,21 @@ recorded, and record what is new: TaskScheduled / TimerCreated / SubOrchestratio
 sequence numbers, completion, custom status. Activities run as tasks of their own; timers wait on the clock.
 Every piece of work holds `clock.busy()`, so a virtual clock never moves while something is in flight.
 
-Sequence numbers follow DurableTask.Core: each scheduled activity, timer or sub-orchestration takes the next
-one in the order the shim meets them, and the retry interceptor takes one for each retry timer and each new
-attempt, when the failure or the timer is processed. Delivering one event per episode keeps those two kinds
-of numbering from interleaving in ways the SDK could not reproduce.
+Durable entities (entities.py) have a queue too, keyed by their scheduler id `@name@key`. One task per entity
+takes every request queued (up to the extension's batch size) in arrival order, invokes the entity function
+once for the batch as the worker would, and commits the new state, the consumed requests and the responses
+to calling orchestrations together: one batch at a time per entity, at least once across a host restart.
+
+Sequence numbers follow DurableTask.Core: each scheduled activity, timer, sub-orchestration or entity message
+takes the next one in the order the shim meets them, and the retry interceptor takes one for each retry timer
+and each new attempt, when the failure or the timer is processed. Delivering one event per episode keeps those
+two kinds of numbering from interleaving in ways the SDK could not reproduce.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import traceback
 import uuid
@@ -24,20 +30,22 @@ from typing import Any
 
 from azure.durable_functions.models.history import HistoryEventType
 from azure.functions import meta
-from azure.functions.durable_functions import ActivityTriggerConverter
+from azure.functions.durable_functions import ActivityTriggerConverter, EnitityTriggerConverter
 
 from devhost import invocation
-from devhost.durable import actions, history, payloads, replay, retries
+from devhost.durable import actions, entities, history, payloads, replay, retries
 from devhost.durable.step import (
     EVENT_PRIORITY,
     START_PRIORITY,
     Step,
+    entity_message,
     fresh_state,
     start_message,
     unknown_activity,
+    unknown_entity,
     unknown_orchestrator,
 )
-from devhost.durable.store import TERMINAL, Batch, InstanceRecord, Message, Store
+from devhost.durable.store import TERMINAL, Batch, EntityRecord, InstanceRecord, Message, Store
 from devhost.functions import AppIndex
 from simulator.clock import Clock, TimerHandle
 
@@ -45,6 +53,9 @@ log = logging.getLogger("devhost.durable")
 
 #: Statuses DurableTask.Core refuses to overwrite when overridableExistingInstanceStates is NonRunningStates.
 RUNNING = frozenset({"Running", "Pending", "ContinuedAsNew", "Suspended"})
+#: Seconds before an aborted entity batch (the worker's answer was unusable) is tried again, as DurableTask
+#: abandons the work item and its messages come back later.
+ENTITY_RETRY_SECONDS = 10.0
 
 
 class UnknownFunction(ValueError):
@@ -69,6 +80,7 @@ class Engine:
         self._drains: dict[str, asyncio.Task[None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._timers: dict[tuple[str, str, int], TimerHandle] = {}
+        self._entity_retries: dict[str, TimerHandle] = {}
         self._finished: dict[str, asyncio.Event] = {}
         self._closing = False
 
@@ -85,9 +97,10 @@ class Engine:
 
     async def stop(self) -> None:
         self._closing = True
-        for handle in self._timers.values():
+        for handle in [*self._timers.values(), *self._entity_retries.values()]:
             handle.cancel()
         self._timers.clear()
+        self._entity_retries.clear()
         pending = [*self._drains.values(), *self._tasks]
         for task in pending:
             task.cancel()
@@ -147,6 +160,24 @@ class Engine:
             return False
         return self._enqueue(instance_id, {"kind": kind, "reason": reason})
 
+    def signal_entity(self, name: str, key: str, operation: str, input_text: str | None) -> None:
+        """DurableClient.SignalEntityAsync: queue a signal from a client (no parent, labels left at default)."""
+        if entities.invalid_key(key):
+            raise ValueError("Entity keys must not contain /, \\, #, ?, or control characters.")
+        if self._index.entity(name) is None:
+            raise UnknownFunction(unknown_entity(name, self._index))
+        text = entities.request(operation, signal=True, input_text=input_text, request_id=str(uuid.uuid4()))
+        entity_id = entities.scheduler_id(name, key)
+        self._store.commit(Batch(messages=[(entity_id, entity_message(self._clock.now(), text), EVENT_PRIORITY)]))
+        self._kick(entity_id)
+
+    def entity(self, name: str, key: str) -> EntityRecord | None:
+        """The entity's last committed state (what ReadEntityStateAsync reads: never a batch in progress)."""
+        return self._store.entity(entities.scheduler_id(name, key))
+
+    def entity_records(self) -> list[EntityRecord]:
+        return self._store.entities()
+
     def purge(self, instance_id: str) -> bool:
         self._cancel_timers(instance_id)
         self._finished.pop(instance_id, None)
@@ -189,7 +220,8 @@ class Engine:
             return
         task = self._drains.get(instance_id)
         if task is None or task.done():
-            self._drains[instance_id] = asyncio.get_running_loop().create_task(self._drain(instance_id))
+            work = self._drain_entity(instance_id) if entities.is_entity(instance_id) else self._drain(instance_id)
+            self._drains[instance_id] = asyncio.get_running_loop().create_task(work)
 
     async def _drain(self, instance_id: str) -> None:
         """Process the instance's queue in order until nothing in it can be processed now."""
@@ -392,6 +424,98 @@ class Engine:
                                             reason=f"Activity function '{name}' failed: {type(exc).__name__}: {exc}",
                                             details="".join(traceback.format_exception(exc)))
             self._enqueue(instance_id, {"kind": "event", "execution_id": execution_id, "event": event})
+
+    # ------------------------------------------------------------------------------------------- entities
+
+    async def _drain_entity(self, entity_id: str) -> None:
+        """Run the entity's queued requests, one batch at a time, until none is left (or a batch is aborted)."""
+        async with self._clock.busy():
+            try:
+                while not self._closing:
+                    queued = self._store.messages(entity_id)
+                    if not queued or not await self._entity_batch(entity_id, queued[:entities.MAX_BATCH]):
+                        break
+                    await asyncio.sleep(0)
+            finally:
+                if self._drains.get(entity_id) is asyncio.current_task():
+                    del self._drains[entity_id]
+
+    async def _entity_batch(self, entity_id: str, queued: list[tuple[int, Message]]) -> bool:
+        """Invoke the entity function once for `queued` and commit the outcome; False when nothing was done."""
+        name, key = entities.parse_scheduler_id(entity_id)
+        function = self._index.entity(name)
+        if function is None:  # only from a store written by an app that had this entity
+            log.error("entity %s has queued requests but %s", entity_id, unknown_entity(name, self._index))
+            return False
+        operations: list[entities.Operation] = []
+        unusable: list[int] = []
+        for seq, message in queued:
+            event = message.get("event") or {}
+            try:
+                request = json.loads(event["Input"]) if event.get("Name") == entities.REQUEST_EVENT else None
+            except (KeyError, TypeError, ValueError):
+                request = None
+            if isinstance(request, dict):
+                operations.append(entities.Operation(seq, request))
+            else:
+                log.warning("dropping a message for entity %s that is not an operation request", entity_id)
+                unusable.append(seq)
+        now = self._clock.now()
+        record = self._store.entity(entity_id) or EntityRecord(entity_id=entity_id, name=name, key=key, exists=False,
+                                                               state=None, last_operation_time=now)
+        if not operations:
+            self._store.commit(Batch(consumed=unusable))
+            return True
+        context = entities.batch_request(name, key, record.exists, record.state, operations)
+        try:
+            kwargs: dict[str, Any] = {function.context_param: EnitityTriggerConverter.decode(
+                meta.Datum(context, "json"), trigger_metadata=None)}
+            kwargs.update({param: self._binding() for param in function.client_params})
+            if function.wants_context:
+                kwargs["context"] = invocation.Context(function.name)
+            returned = await invocation.call(function.function, kwargs)
+            result = entities.parse_result(EnitityTriggerConverter.encode(returned, expected_type=None).value,
+                                           len(operations))
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # The extension records an internal error, aborts the batch and DurableTask retries the work item.
+            log.exception("entity %s: the batch of %d operation(s) was aborted and will be retried in %g s",
+                          entity_id, len(operations), ENTITY_RETRY_SECONDS)
+            self._retry_entity(entity_id)
+            return False
+        now = self._clock.now()
+        record.exists, record.state, record.last_operation_time = result.exists, result.state, now
+        messages: list[tuple[str, Message, int]] = []
+        for operation, outcome in zip(operations, result.results, strict=True):
+            request = operation.request
+            if outcome.get("isError"):
+                log.warning("entity %s: operation '%s' failed: %s", entity_id, request.get("op"), outcome.get("result"))
+            if not operation.is_signal and request.get("parent"):
+                event = history.event_raised(now, str(request["id"]), entities.response(outcome))
+                answer = {"kind": "event", "execution_id": request.get("parentExecution"), "event": event}
+                messages.append((str(request["parent"]), answer, EVENT_PRIORITY))
+        for signal in result.signals:  # this SDK's entities cannot signal, but the protocol allows it
+            target = signal.get("target") or {}
+            text = entities.request(str(signal.get("name")), signal=True, input_text=signal.get("input"),
+                                    request_id=str(uuid.uuid4()), parent=entity_id)
+            messages.append((entities.scheduler_id(str(target.get("name")), str(target.get("key"))),
+                             entity_message(now, text), EVENT_PRIORITY))
+        self._store.commit(Batch(entities=[record], consumed=[o.seq for o in operations] + unusable,
+                                 messages=messages))
+        for instance_id in {m[0] for m in messages}:
+            self._kick(instance_id)
+        return True
+
+    def _retry_entity(self, entity_id: str) -> None:
+        if self._closing or entity_id in self._entity_retries:
+            return
+
+        def again() -> None:
+            self._entity_retries.pop(entity_id, None)
+            self._kick(entity_id)
+
+        self._entity_retries[entity_id] = self._clock.call_later(ENTITY_RETRY_SECONDS, again)
 
     def _recover(self, record: InstanceRecord) -> None:
         """Restart the work an execution was waiting for when the previous host stopped."""

@@ -112,6 +112,11 @@ def event_raised(at: datetime, name: str, input_text: str | None) -> Event:
     return _event(HistoryEventType.EVENT_RAISED, at, Name=name, Input=input_text)
 
 
+def event_sent(at: datetime, event_id: int, *, instance_id: str, name: str, input_text: str | None) -> Event:
+    """DurableTask.Core's EventSentEvent: what SendEvent records (an entity request, for this SDK)."""
+    return _event(HistoryEventType.EVENT_SENT, at, event_id, InstanceId=instance_id, Name=name, Input=input_text)
+
+
 def execution_completed(at: datetime, status: OrchestrationStatus, result: str | None,
                         failure: dict[str, Any] | None = None) -> Event:
     return _event(HistoryEventType.EXECUTION_COMPLETED, at, OrchestrationStatus=int(status), Result=result,

@@ -5,8 +5,10 @@ extension's local RPC listener); the public webhook form (`/runtime/webhooks/dur
 that `create_check_status_response` hands out. Both follow `HttpApiHandler`: start (202 + management links,
 400 for an unknown orchestrator), raise event (202, 404 unknown, 410 finished, 400 non-JSON), status (202 while
 running, 200 once finished, 404 unknown; `showHistory`, `showHistoryOutput`, `showInput`), list and filter,
-terminate / suspend / resume (202, 404, 410), restart, purge (one or by filter). Rewind and entities answer
-501: the local host does not implement them.
+terminate / suspend / resume (202, 404, 410), restart, purge (one or by filter), and the entity routes
+(`entities/{name}/{key}`: GET reads the committed state, 200 or 404; POST `?op=` signals and DELETE signals
+`delete`, 202, 400 for an unknown entity or a bad key; GET `entities/{name}` lists). Rewind answers 501: the
+local host does not implement it.
 """
 
 from __future__ import annotations
@@ -204,7 +206,13 @@ class ManagementApi:
             app.router.add_delete(f"{base}/instances/{{instanceId}}", guard(self.purge))
             app.router.add_post(f"{base}/instances/{{instanceId}}/raiseEvent/{{eventName}}", guard(self.raise_event))
             app.router.add_post(f"{base}/instances/{{instanceId}}/{{operation}}", guard(self.operation))
-            app.router.add_route("*", f"{base}/entities/{{tail:.*}}", guard(self.entities))
+            for listing in ("/entities", "/entities/", "/entities/{entityName}"):
+                app.router.add_get(base + listing, guard(self.list_entities))
+            app.router.add_get(f"{base}/entities/{{entityName}}/{{entityKey}}", guard(self.read_entity))
+            for method in ("POST", "DELETE"):
+                app.router.add_route(method, f"{base}/entities/{{entityName}}", guard(self.signal_entity))
+                app.router.add_route(method, f"{base}/entities/{{entityName}}/{{entityKey}}", guard(self.signal_entity))
+            app.router.add_route("*", f"{base}/entities/{{tail:.*}}", guard(self.not_found))
 
     def _authorized(self, request: web.Request) -> bool:
         if not self._keys:
@@ -362,5 +370,53 @@ class ManagementApi:
                 return web.Response(status=410)
             return web.Response(status=202)
 
-    async def entities(self, request: web.Request) -> web.Response:
-        return web.json_response("Durable entities are not supported by devhost.", status=501)
+    async def read_entity(self, request: web.Request) -> web.Response:
+        """HandleGetEntityRequestAsync: the state as JSON, 404 while the entity does not exist; `$` is the empty key."""
+        name, key = request.match_info["entityName"], request.match_info["entityKey"]
+        async with self._clock.busy():
+            record = self._engine.entity(name, "" if key == "$" else key)
+            if record is None or not record.exists:
+                return web.Response(status=404)
+            return web.json_response(payloads.value_of(record.state))
+
+    async def signal_entity(self, request: web.Request) -> web.Response:
+        """HandlePostEntityOperationRequestAsync: JSON bodies are parsed, other bodies are a string input."""
+        name, key = request.match_info["entityName"], request.match_info.get("entityKey", "")
+        operation = "delete" if request.method == "DELETE" else request.query.get("op", "")
+        async with self._clock.busy():
+            body = await request.text()
+            input_text: str | None = None
+            if body:
+                if request.content_type.lower() == "application/json":
+                    try:
+                        input_text = payloads.body_to_text(body)
+                    except payloads.InvalidJson as exc:
+                        return _error(400, f"Could not parse JSON content: {exc}")
+                else:
+                    input_text = payloads.text_of(body)
+            try:
+                self._engine.signal_entity(name, key, operation, input_text)
+            except ValueError as exc:  # UnknownFunction too: the extension's ArgumentException
+                return _error(400, str(exc))
+            return web.Response(status=202)
+
+    async def list_entities(self, request: web.Request) -> web.Response:
+        """HandleListEntitiesRequestAsync: existing entities (of one name), state only with `fetchState=true`."""
+        name = request.match_info.get("entityName")
+        async with self._clock.busy():
+            fetch = _flag(request, "fetchState", False)
+            records = [r for r in self._engine.entity_records()
+                       if r.exists and (not name or r.name == name.lower())]
+            token = request.headers.get("x-ms-continuation-token") or ""
+            start = int(token) if token.isdigit() else 0
+            size = request.query.get("pageSize") or ""
+            count = int(size) if size.isdigit() and int(size) > 0 else len(records)
+            page = records[start:start + count]
+            payload = [{"entityId": {"name": r.name, "key": r.key},
+                        "lastOperationTime": history.timestamp(r.last_operation_time),
+                        "state": payloads.value_of(r.state) if fetch else None} for r in page]
+            more = str(start + count) if start + count < len(records) else ""
+            return web.json_response(payload, headers={"x-ms-continuation-token": more})
+
+    async def not_found(self, request: web.Request) -> web.Response:
+        return web.Response(status=404)

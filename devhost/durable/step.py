@@ -1,9 +1,10 @@
 """One step of an orchestration: what it adds to history and what it sets in motion.
 
 A step turns what the orchestrator asked for into the history events DurableTask.Core records (TaskScheduled,
-TimerCreated, SubOrchestrationInstanceCreated, each with the next sequence number; the completion events) and
-into the work that follows: activities to run, timers to arm, child instances to create, messages for other
-instances. Nothing of it happens until the engine commits the step, so a step that fails is dropped whole.
+TimerCreated, SubOrchestrationInstanceCreated, EventSent, each with the next sequence number; the completion
+events) and into the work that follows: activities to run, timers to arm, child instances to create, messages
+for other instances and for entities. Nothing of it happens until the engine commits the step, so a step that
+fails is dropped whole.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from typing import Any
 
 from azure.durable_functions.models.actions import ActionType
 
-from devhost.durable import actions, history, payloads, retries
+from devhost.durable import actions, entities, history, payloads, retries
 from devhost.durable.store import InstanceRecord, Message
 from devhost.functions import AppIndex
 
@@ -45,6 +46,24 @@ def unknown_activity(name: str, index: AppIndex) -> str:
         else "No activity functions are currently registered!"
     return f"The function '{name}' doesn't exist, is disabled, or is not an activity function. " \
            f"Additional info: {listed}"
+
+
+def unknown_entity(name: str, index: AppIndex) -> str:
+    """The extension's message for a name that is not an entity function (GetInvalidEntityFunctionMessage).
+
+    The extension decides between the two endings by whether any *orchestrator* is known; so does this.
+    """
+    known = "', '".join(f.name for f in index.entities.values())
+    listed = f"The following are the known entity functions: '{known}'." if index.orchestrators \
+        else "No entity functions are currently registered!"
+    return f"The function '{name}' doesn't exist, is disabled, or is not an entity function. " \
+           f"Additional info: {listed}"
+
+
+def entity_message(at: datetime, request_text: str) -> Message:
+    """The queued EventRaised that delivers one request to an entity."""
+    return {"kind": "event", "execution_id": None, "event": history.event_raised(at, entities.REQUEST_EVENT,
+                                                                                 request_text)}
 
 
 def start_message(record: InstanceRecord, now: datetime, generation: int = 0) -> Message:
@@ -119,7 +138,13 @@ class Step:
         elif kind == ActionType.CALL_HTTP:
             return "Durable HTTP (context.call_http) is not supported by devhost; call HTTP from an activity instead"
         elif kind in (ActionType.CALL_ENTITY, ActionType.SIGNAL_ENTITY):
-            return "Durable entities (call_entity / signal_entity) are not supported by devhost"
+            try:
+                name, key = entities.parse_scheduler_id(str(action.get("instanceId") or ""))
+            except ValueError as exc:
+                return str(exc)
+            if self.index.entity(name) is None:
+                return unknown_entity(name, self.index)
+            self.send_to_entity(self.take_id(), name, key, action, signal=kind == ActionType.SIGNAL_ENTITY)
         else:
             return f"devhost does not know the orchestrator action {action!r}"
         return None
@@ -139,6 +164,21 @@ class Step:
         stored = payloads.text_of(input_text) if input_text is not None else None
         self.scheduling.append(history.task_scheduled(self.now, task_id, name=name, input_text=stored))
         self.activities.append((task_id, name, input_text))
+
+    def send_to_entity(self, event_id: int, name: str, key: str, action: actions.Action, *, signal: bool) -> None:
+        """EventSent with a RequestMessage, and that request queued for the entity (a call waits for the answer)."""
+        target = entities.scheduler_id(name, key)
+        counter = int(self.state.get("entity_requests", 0))
+        self.state["entity_requests"] = counter + 1
+        timestamp, predecessor = entities.label(self.state.setdefault("entity_sends", {}), target, self.now)
+        text = entities.request(
+            str(action.get("operation")), signal=signal, input_text=entities.action_input(action.get("input")),
+            request_id=entities.request_guid(self.record.instance_id, self.now, counter),
+            parent=self.record.instance_id, parent_execution=self.execution_id, timestamp=timestamp,
+            predecessor=predecessor)
+        self.scheduling.append(history.event_sent(self.now, event_id, instance_id=target,
+                                                  name=entities.REQUEST_EVENT, input_text=text))
+        self.messages.append((target, entity_message(self.now, text), EVENT_PRIORITY))
 
     def schedule_timer(self, timer_id: int, fire_at: datetime, *, armed: bool = True) -> None:
         self.scheduling.append(history.timer_created(self.now, timer_id, fire_at))

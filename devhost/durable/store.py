@@ -1,8 +1,11 @@
-"""Where orchestration state lives: instances, history per execution, and each instance's queue of messages.
+"""Where orchestration state lives: instances, history per execution, entities, and each queue of messages.
 
 The engine changes state one episode at a time and hands every change of that episode to `commit` at once,
 so a SQLite file never holds half an episode: a host that stops (or crashes) between episodes restarts from
-a consistent state. `MemoryStore` keeps the same model in dictionaries for hosts that need no file.
+a consistent state. An entity batch is committed the same way: its new state, the requests it consumed and
+the responses it sends, in one transaction. Entities share the message queue, keyed by their scheduler id
+(`@name@key`, which no orchestration id may start with). `MemoryStore` keeps the same model in dictionaries
+for hosts that need no file.
 """
 
 from __future__ import annotations
@@ -40,6 +43,18 @@ class InstanceRecord:
 
 
 @dataclass
+class EntityRecord:
+    """A Durable entity's persisted state (the extension's SchedulerState: `exists` and `state`)."""
+
+    entity_id: str  # the scheduler id, @name@key
+    name: str  # lower-cased, as EntityId keeps it
+    key: str
+    exists: bool
+    state: str | None  # the entity state as the worker returned it: JSON text
+    last_operation_time: datetime
+
+
+@dataclass
 class Batch:
     """Everything one step changes, applied atomically."""
 
@@ -47,6 +62,7 @@ class Batch:
     history: list[tuple[str, str, list[Event]]] = field(default_factory=list)  # (instance, execution, events)
     consumed: list[int] = field(default_factory=list)  # message sequence numbers
     messages: list[tuple[str, Message, int]] = field(default_factory=list)  # (instance, message, priority)
+    entities: list[EntityRecord] = field(default_factory=list)
 
 
 class Store(Protocol):
@@ -59,7 +75,12 @@ class Store(Protocol):
     def messages(self, instance_id: str) -> list[tuple[int, Message]]:
         """Queued messages of one instance, lowest priority number first, then in arrival order."""
 
-    def queued_instances(self) -> list[str]: ...
+    def queued_instances(self) -> list[str]:
+        """Every instance (or entity) with queued messages."""
+
+    def entity(self, entity_id: str) -> EntityRecord | None: ...
+
+    def entities(self) -> list[EntityRecord]: ...
 
     def commit(self, batch: Batch) -> None: ...
 
@@ -76,6 +97,7 @@ class MemoryStore:
         self._instances: dict[str, InstanceRecord] = {}
         self._history: dict[tuple[str, str], list[Event]] = {}
         self._messages: dict[int, tuple[str, Message, int]] = {}
+        self._entities: dict[str, EntityRecord] = {}
         self._seq = itertools.count(1)
 
     def get(self, instance_id: str) -> InstanceRecord | None:
@@ -96,9 +118,18 @@ class MemoryStore:
     def queued_instances(self) -> list[str]:
         return sorted({owner for owner, _, _ in self._messages.values()})
 
+    def entity(self, entity_id: str) -> EntityRecord | None:
+        record = self._entities.get(entity_id)
+        return copy.deepcopy(record) if record else None
+
+    def entities(self) -> list[EntityRecord]:
+        return [copy.deepcopy(r) for r in sorted(self._entities.values(), key=lambda r: r.entity_id)]
+
     def commit(self, batch: Batch) -> None:
         for record in batch.instances:
             self._instances[record.instance_id] = copy.deepcopy(record)
+        for entity in batch.entities:
+            self._entities[entity.entity_id] = copy.deepcopy(entity)
         for instance_id, execution_id, events in batch.history:
             self._history.setdefault((instance_id, execution_id), []).extend(copy.deepcopy(events))
         for seq in batch.consumed:
@@ -129,6 +160,9 @@ CREATE TABLE IF NOT EXISTS history (
 CREATE TABLE IF NOT EXISTS messages (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, instance_id TEXT NOT NULL, priority INTEGER NOT NULL, body TEXT NOT NULL);
 CREATE INDEX IF NOT EXISTS messages_by_instance ON messages (instance_id, priority, seq);
+CREATE TABLE IF NOT EXISTS entities (
+    entity_id TEXT PRIMARY KEY, name TEXT NOT NULL, entity_key TEXT NOT NULL, entity_exists INTEGER NOT NULL,
+    state TEXT, last_operation_time TEXT NOT NULL);
 """
 
 
@@ -173,6 +207,19 @@ class SqliteStore:
     def queued_instances(self) -> list[str]:
         return [r["instance_id"] for r in self._db.execute("SELECT DISTINCT instance_id FROM messages ORDER BY 1")]
 
+    @staticmethod
+    def _entity(row: sqlite3.Row) -> EntityRecord:
+        return EntityRecord(entity_id=row["entity_id"], name=row["name"], key=row["entity_key"],
+                            exists=bool(row["entity_exists"]), state=row["state"],
+                            last_operation_time=datetime.fromisoformat(row["last_operation_time"]))
+
+    def entity(self, entity_id: str) -> EntityRecord | None:
+        row = self._db.execute("SELECT * FROM entities WHERE entity_id = ?", (entity_id,)).fetchone()
+        return self._entity(row) if row else None
+
+    def entities(self) -> list[EntityRecord]:
+        return [self._entity(r) for r in self._db.execute("SELECT * FROM entities ORDER BY entity_id")]
+
     def commit(self, batch: Batch) -> None:
         db = self._db
         db.execute("BEGIN IMMEDIATE")
@@ -188,6 +235,9 @@ class SqliteStore:
                                      "AND execution_id = ?", (instance_id, execution_id)).fetchone()
                 db.executemany("INSERT INTO history VALUES (?, ?, ?, ?)",
                                [(instance_id, execution_id, last + 1 + i, json.dumps(e)) for i, e in enumerate(events)])
+            db.executemany("INSERT OR REPLACE INTO entities VALUES (?, ?, ?, ?, ?, ?)",
+                           [(e.entity_id, e.name, e.key, int(e.exists), e.state, e.last_operation_time.isoformat())
+                            for e in batch.entities])
             db.executemany("DELETE FROM messages WHERE seq = ?", [(s,) for s in batch.consumed])
             db.executemany("INSERT INTO messages (instance_id, priority, body) VALUES (?, ?, ?)",
                            [(i, p, json.dumps(m)) for i, m, p in batch.messages])
