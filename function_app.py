@@ -10,9 +10,11 @@ from functions.calls import bp as calls_bp
 from functions.outbound import bp as outbound_bp
 from functions.prompts import bp as prompts_bp
 from orchestrations.call_session import bp as session_bp
+from orchestrations.queue_line import bp as queue_bp
 
 app = df.DFApp(http_auth_level=func.AuthLevel.FUNCTION)
 app.register_functions(calls_bp)
 app.register_functions(outbound_bp)
 app.register_functions(prompts_bp)
 app.register_functions(session_bp)
+app.register_functions(queue_bp)

@@ -22,7 +22,7 @@ import azure.durable_functions as df
 
 from calling import consult, telemetry, watch
 from calling.actions import CONSULT_END, CONSULT_HAND_OVER
-from calling.flows import State, step
+from calling.flows import State, queueing, step
 from calling.flows import commands as c
 from calling.flows import events as e
 from calling.flows.model import PromptFile
@@ -39,11 +39,14 @@ from calling.sink import NOTIFICATION_EVENT
 from calling.yamlsource import SourceErrors
 from functions import runtime
 from orchestrations.call_session import ACTIVITY, EVENTS_PER_EXECUTION, RETRY
+from orchestrations.queue_line import ENTITY as QUEUE_ENTITY
 
 log = logging.getLogger("orchestrations.call_session")
 #: session.looks keys: a stray second call already hung up; a second call the session has had.
 STRAY = "stray:"
 LEG = "leg:"
+#: How long a queue's line may take to answer an operation before the caller's session goes on without it.
+QUEUE_ANSWER_WAIT = timedelta(seconds=10)
 
 
 class DeferredEvents(dict[Any, Any]):
@@ -108,6 +111,10 @@ def run(context: df.DurableOrchestrationContext) -> Generator[Any, Any, Any]:
                         telemetry.emit(command.name, **{"flow": session.flow, **dict(command.facts)})
             elif isinstance(command, c.HandOff):
                 log.error("flow %s hands off mid-call; only an unanswered call can be handed off", session.flow)
+            elif isinstance(command, c.QUEUE):
+                reply = yield from _queue(context, session, command)
+                if reply is not None:
+                    followups.append(reply)
             else:
                 result = yield from _act(context, session, command, bundle.prompts)
                 if isinstance(command, c.Transfer) and result.get("uncertain"):
@@ -339,6 +346,29 @@ def _place_again(context: df.DurableOrchestrationContext, session: Session,
         session.timers.pop(consult.RING_TIMER, None)
         return [e.TransferOutcome(at=now, ref=second.ref, outcome="failed", code=result.get("status"))]
     return []
+
+
+def _queue(context: df.DurableOrchestrationContext, session: Session,
+           command: c.Command) -> Generator[Any, Any, e.Event | None]:
+    """A queue command as an operation on the line's entity, waited for at most QUEUE_ANSWER_WAIT: a line
+    that does not answer leaves the caller waiting with music (the engine asks again), never stuck here."""
+    name, data = queueing.operation(command, session.call_id, context.current_utc_datetime)
+    line = df.EntityId(QUEUE_ENTITY, queueing.entity_key(session.tenant_id, getattr(command, "queue", "")))
+    asked = context.call_entity(line, name, data)
+    deadline = context.create_timer(context.current_utc_datetime + QUEUE_ANSWER_WAIT)
+    result: Any = None
+    try:
+        winner = yield context.task_any([asked, deadline])
+        if winner is asked:
+            result = asked.result
+    except Exception as exc:  # the entity failed the operation
+        _note(context, session, "queue.failed", queue=str(getattr(command, "queue", "")), operation=name,
+              error=str(exc)[:300])
+    if not deadline.is_completed:
+        deadline.cancel()
+    elif result is None:
+        _note(context, session, "queue.no_answer", queue=str(getattr(command, "queue", "")), operation=name)
+    return queueing.reply_event(command, result, context.current_utc_datetime)
 
 
 def _strays(session: Session) -> list[str]:

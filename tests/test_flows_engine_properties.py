@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -28,7 +29,8 @@ from calling.flows.load import load_bundle
 from calling.flows.state import State
 
 FLOWS = Path(__file__).resolve().parent.parent / "flows"
-SAMPLES = {name: load_bundle(FLOWS / name) for name in ("main-menu.yaml", "after-hours.yaml", "reminder.yaml")}
+SAMPLES = {name: load_bundle(FLOWS / name)
+           for name in ("main-menu.yaml", "after-hours.yaml", "reminder.yaml", "support.yaml")}
 KEYS = "0123456789*#"
 MAX_STATE_BYTES = 1024
 
@@ -61,11 +63,12 @@ def flows(draw: st.DrawFn) -> m.Bundle:
         if i == size - 1:
             nodes[name] = m.HangUp(id=name, reason="end")
             continue
-        kinds = ["play", "menu", "record", "transfer", "invite", "hours", "condition", "subflow", "hangup", "return"]
+        kinds = ["play", "menu", "record", "transfer", "queue", "invite", "hours", "condition", "subflow", "hangup",
+                 "return"]
         if first_media == size:
             kinds += ["redirect", "handoff"]
         kind = draw(st.sampled_from(kinds))
-        if kind in ("play", "menu", "record", "transfer", "invite", "subflow") and first_media == size:
+        if kind in ("play", "menu", "record", "transfer", "queue", "invite", "subflow") and first_media == size:
             first_media = i
         prompt = (f"{name}.wav",)
         node: m.Node
@@ -84,6 +87,12 @@ def flows(draw: st.DrawFn) -> m.Bundle:
         elif kind == "transfer":
             node = m.Transfer(id=name, target="user:agent", mode=draw(st.sampled_from(["blind", "consultative"])),
                               failed=forward(i), no_answer=draw(st.sampled_from([None, forward(i)])))
+        elif kind == "queue":
+            node = m.Queue(id=name, agents=("user:a", "user:b"), music="m.wav", positions=("p1.wav",),
+                           greeting=draw(st.sampled_from([(), ("g.wav",)])), max_wait=60, ring_timeout=10,
+                           rounds=1, routing=draw(st.sampled_from(["in_order", "round_robin"])), timeout=forward(i),
+                           overflow=draw(st.sampled_from([None, forward(i)])),
+                           no_agents=draw(st.sampled_from([None, forward(i)])))
         elif kind == "invite":
             node = m.Invite(id=name, targets=("user:a",), next=forward(i), failed=forward(i))
         elif kind == "hours":
@@ -137,6 +146,7 @@ class Run:
     out: list[c.Command] = field(default_factory=list)
     events: list[e.Event] = field(default_factory=list)
     left: bool = False
+    due: dict[str, datetime] = field(default_factory=dict)  # when each timer started fires
 
     def send(self, event: e.Event) -> list[c.Command]:
         self.events.append(event)
@@ -145,11 +155,16 @@ class Run:
         self.steps += 1
         self.out.extend(commands)
         self.refs.extend(r for r in (getattr(x, "ref", None) for x in commands) if r)
+        for x in commands:
+            if isinstance(x, c.StartTimer):
+                self.due[x.ref] = (event.at or self.now) + timedelta(seconds=x.seconds)
         if before.phase == "ended":
             assert commands == [], f"commands after the call ended: {commands}"
             assert self.state == before
         if isinstance(event, e.CallEnded) and before.phase != "ended":
-            assert all(isinstance(x, c.Milestone) for x in commands)
+            # only telemetry, and for a caller waiting in a queue, leaving its line
+            assert all(isinstance(x, c.Milestone | c.QueueLeave) for x in commands)
+            assert bool([x for x in commands if isinstance(x, c.QueueLeave)]) == bool(before.queued)
         _check_state(self.state)
         if before.phase == "running" and self.state.phase == "leaving":
             # the flow ended in a hang-up, a completed transfer, a redirect or a hand-off
@@ -179,7 +194,11 @@ def _idle_bound(bundle: m.Bundle) -> int:
     per_node = 2 * (max((n.retries for f in bundle.flows.values() for n in f.nodes.values()
                          if isinstance(n, m.Menu)), default=0) + 1) + 2
     depth = len(bundle.flows)
-    return per_node * sum(len(f.nodes) for f in bundle.flows.values()) * depth + 4
+    # A queue waits in time, not steps: until max_wait, the music (an event a second at most), rings (an outcome
+    # and the line's reply a second at most) and a look every 5 s with the line's reply.
+    queues = sum(3 * n.max_wait + 2 * n.max_wait // 5 + 20 for f in bundle.flows.values()
+                 for n in f.nodes.values() if isinstance(n, m.Queue))
+    return (per_node * sum(len(f.nodes) for f in bundle.flows.values()) + queues) * depth + 4
 
 
 def _completion(run: Run, data: st.DataObject) -> e.Event | None:
@@ -188,6 +207,8 @@ def _completion(run: Run, data: st.DataObject) -> e.Event | None:
     at = run.now
     if s.stage == "await_call" and not s.established:
         return e.CallEstablished(at=at)
+    if s.timer and s.timer in run.due and run.due[s.timer] <= at:
+        return e.TimerFired(ref=s.timer, at=at)  # a timer that is due fires: nothing can keep it waiting
     choices: list[e.Event] = []
     if s.play:
         choices += [e.PromptFinished(ref=s.play, at=at), e.PromptFailed(ref=s.play, code=500, at=at)]
@@ -200,6 +221,11 @@ def _completion(run: Run, data: st.DataObject) -> e.Event | None:
                         e.RecordFinished(ref=ref, location="", at=at), e.RecordFinished(ref=ref, ok=False, at=at)]
         elif ref.startswith("invite"):
             choices += [e.InviteOutcome(ref=ref, ok=True, at=at), e.InviteOutcome(ref=ref, ok=False, at=at)]
+        elif ref.startswith(("qjoin", "qoffer")):
+            choices += [e.QueueReply(ref=ref, ok=True, position=p, agent=a, why=w, at=at)
+                        for p, a, w in ((1, "user:a", ""), (2, "", "wait"), (1, "", "exhausted"),
+                                        (0, "", "not_waiting"), (1, "user:b", ""))]
+            choices += [e.QueueReply(ref=ref, ok=False, why=w, at=at) for w in ("overflow", "error")]
     if s.timer:
         choices.append(e.TimerFired(ref=s.timer, at=at))
     return data.draw(st.sampled_from(choices)) if choices else None
@@ -228,7 +254,7 @@ def _drive(bundle: m.Bundle, data: st.DataObject) -> Run:
                 noise = data.draw(st.sampled_from([
                     e.TimerFired(ref=stale), e.PromptFinished(ref=stale), e.PromptFailed(ref=stale),
                     e.TransferOutcome(ref=stale, outcome="failed"), e.RecordFinished(ref=stale, ok=False),
-                    e.InviteOutcome(ref=stale, ok=False), *repeated]))
+                    e.InviteOutcome(ref=stale, ok=False), e.QueueReply(ref=stale, agent="user:a"), *repeated]))
                 before = run.state
                 assert run.send(noise) == [], f"a stale {noise} changed something"
                 assert run.state == before
@@ -238,6 +264,11 @@ def _drive(bundle: m.Bundle, data: st.DataObject) -> Run:
             break
         event = _completion(run, data)
         assert event is not None, f"nothing to wait for: {run.state}"
+        if isinstance(event, e.TimerFired):  # a timer fires when it is due, not before
+            run.now = max(run.now, run.due.get(event.ref, run.now))
+        elif isinstance(event, e.PromptFinished | e.PromptFailed | e.TransferOutcome):
+            run.now += timedelta(seconds=1)  # a prompt or a ring takes time
+        event = dataclasses.replace(event, at=run.now)
         run.send(event)
         idle += 1
         assert idle <= bound, f"a silent caller went {idle} steps without the call ending"

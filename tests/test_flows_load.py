@@ -99,10 +99,10 @@ nodes:
         "f.yaml:14:5: nodes.menu.no_input_timeout: must be a whole number from 1 to 60",
         "f.yaml:18:5: nodes.sales.target: a target is +E164, user:<object id> or instance:<object id>, got 'bob'",
         "f.yaml:19:5: nodes.sales.mode: must be one of blind, consultative, got 'warm'",
-        "f.yaml:22:5: nodes.weird.type: must be one of play, menu, record, transfer, redirect, invite, hours, "
-        "condition, hangup, handoff, subflow, return, got 'plya'",
-        "f.yaml:23:3: nodes.untyped.type: required: one of play, menu, record, transfer, redirect, invite, hours, "
-        "condition, hangup, handoff, subflow, return",
+        "f.yaml:22:5: nodes.weird.type: must be one of play, menu, record, transfer, queue, redirect, invite, "
+        "hours, condition, hangup, handoff, subflow, return, got 'plya'",
+        "f.yaml:23:3: nodes.untyped.type: required: one of play, menu, record, transfer, queue, redirect, invite, "
+        "hours, condition, hangup, handoff, subflow, return",
     ]
 
 
@@ -159,7 +159,7 @@ nodes:
      "f.yaml:2:22: nodes.a.flow: must be the path of a .yaml flow file, relative to this one, got 'other.json'"),
     ("nodes: {}\n", "f.yaml:1:1: nodes: must map node names to nodes (at least one)"),
     ("nodes:\n  a: hello\n", "f.yaml:2:3: nodes.a: a node is a mapping with a type (play, menu, record, transfer, "
-                            "redirect, invite, hours, condition, hangup, handoff, subflow, return)"),
+                            "queue, redirect, invite, hours, condition, hangup, handoff, subflow, return)"),
     ("- a\n", "f.yaml:1:1: a flow is a mapping with version, start and nodes"),
     ("", "f.yaml:1:1: a flow is a mapping with version, start and nodes"),
     ("nodes:\n  a: {type: play\n", "f.yaml:3:1: YAML syntax: expected ',' or '}', but got '<stream end>'"),

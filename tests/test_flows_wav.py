@@ -62,5 +62,8 @@ def test_the_sample_prompts_are_playable_and_small() -> None:
     assert len(prompts) >= 10
     for path in prompts:
         info, data = check_file(path)
+        if path.stem == "hold-music":  # played again and again: long enough not to flood Graph with playPrompt
+            assert 10 <= info.duration <= 30 and len(data) < 1_000_000, path.name
+            continue
         assert 0.5 <= info.duration <= 6.5, path.name
         assert len(data) < 200_000, path.name

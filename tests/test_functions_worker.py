@@ -54,6 +54,7 @@ EXPECTED = {
     "prompts": {"req": ("httpTrigger", "in"), "$return": ("http", "out")},
     "call_session": {"context": ("orchestrationTrigger", "in")},
     "call_action": {"request": ("activityTrigger", "in")},
+    "queue_line": {"context": ("entityTrigger", "in")},
 }
 ROUTES = {
     "calls": ("calls/{session?}", ["POST"], "ANONYMOUS"),
@@ -126,6 +127,8 @@ def test_the_worker_indexes_and_loads_every_function(worker: Path, app: Path, tm
     activity = json.loads(functions["call_action"]["raw_bindings"][0])
     assert orchestrator["orchestration"] == "call_session"
     assert activity["activity"] == "call_action"
+    entity = json.loads(functions["queue_line"]["raw_bindings"][0])
+    assert entity["entityName"] == "queue_line"
 
     loads = [r["function_load_response"] for r in result["load"]]
     assert [r["function_id"] for r in loads] == [f["function_id"] for f in _metadata(result)]

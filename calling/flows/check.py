@@ -72,8 +72,9 @@ def check_flow(flow: m.Flow) -> list[SourceError]:
 
 
 def _can_leave(node: m.Node) -> bool:
-    """The call can end or leave this flow here: ending nodes, returns, a completed transfer, a sub-flow."""
-    return node.ENDS or isinstance(node, m.Return | m.Transfer | m.SubFlow)
+    """The call can end or leave this flow here: ending nodes, returns, a completed transfer or queue call,
+    a sub-flow."""
+    return node.ENDS or isinstance(node, m.Return | m.Transfer | m.Queue | m.SubFlow)
 
 
 def _recursion(flows: Mapping[str, m.Flow], root: str) -> list[SourceError]:

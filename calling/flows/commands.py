@@ -100,6 +100,41 @@ class Transfer(Command):
 
 
 @dataclass(frozen=True, kw_only=True)
+class QueueJoin(Command):
+    """Take a place at the back of the line `queue` (calling/queues.py); QueueReply(ref) follows. The
+    place is kept for at most `hold` seconds, so a session that never leaves cannot block the line."""
+
+    ref: str
+    queue: str
+    max_callers: int
+    hold: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class QueueOffer(Command):
+    """Ask the line for an agent to ring, saying the ring of `rung` (if any) ended unanswered; QueueReply(ref)
+    follows, with an agent when it is this caller's turn."""
+
+    ref: str
+    queue: str
+    agents: tuple[str, ...]
+    routing: str
+    rounds: int
+    ring_timeout: int
+    rung: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class QueueLeave(Command):
+    """Leave the line; `answered_by` took the call and is not offered another for `wrap_up` seconds."""
+
+    ref: str
+    queue: str
+    answered_by: str = ""
+    wrap_up: int = 0
+
+
+@dataclass(frozen=True, kw_only=True)
 class Redirect(Command):
     """redirect (a call not answered yet): ring `targets` at once; `timeout` None means Graph's default."""
 
@@ -139,8 +174,9 @@ class Milestone(Command):
 
 
 COMMAND_TYPES: dict[str, type[Command]] = {cls.__name__: cls for cls in (
-    Play, SubscribeTones, CancelMedia, StartTimer, CancelTimer, Record, SaveRecording, Transfer, Redirect, Invite,
-    HandOff, HangUp, Milestone)}
+    Play, SubscribeTones, CancelMedia, StartTimer, CancelTimer, Record, SaveRecording, Transfer, QueueJoin,
+    QueueOffer, QueueLeave, Redirect, Invite, HandOff, HangUp, Milestone)}
+QUEUE = (QueueJoin, QueueOffer, QueueLeave)  # carried out by the queue's Durable entity, not by Graph
 LEAVING = (Transfer, Redirect, HandOff, HangUp)  # commands after which the bot may be out of the call
 
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -26,6 +26,9 @@ from calling.flows.state import State
 MEDIA_GUARD = 15  # seconds beyond a prompt's or recording's length before it counts as lost
 TRANSFER_GUARD = 30  # seconds beyond the ring timeout before a silent transfer counts as not answered
 INVITE_GUARD = 90  # seconds an invitation may take
+QUEUE_LOOK = 5  # seconds between a queue's looks for a free agent (and at its music, deadline, announcements)
+QUEUE_OP_GUARD = 30  # seconds the line's answer may take before it counts as lost
+QUEUE_HOLD_GUARD = 60  # seconds a place in line outlives the longest wait (a session that died leaves then)
 UNKNOWN_PROMPT_SECONDS = 30.0  # length assumed for a prompt the bundle has no file for
 MAX_DEPTH = 16  # sub-flow nesting
 
@@ -104,11 +107,14 @@ class _Run:
             if event.ref and event.ref == self.s.timer:
                 self.set(timer="")
                 self.timer_fired(node)
-        elif isinstance(event, e.TransferOutcome | e.RecordFinished | e.InviteOutcome) and event.ref \
+        elif isinstance(event, e.TransferOutcome | e.RecordFinished | e.InviteOutcome | e.QueueReply) and event.ref \
                 and event.ref == self.s.op:
             self.set(op="")
-            self.cancel_timer()
-            self.operation_done(node, event)
+            if isinstance(node, m.Queue):
+                self.queue_done(node, event)  # its timer is the periodic look, not a guard for this operation
+            else:
+                self.cancel_timer()
+                self.operation_done(node, event)
 
     # --- starting, walking, leaving ---------------------------------------------------------------
 
@@ -210,6 +216,7 @@ class _Run:
 
     def ended(self, event: e.CallEnded) -> None:
         node = self.node()
+        self.leave_line()
         if self.s.phase != "new":
             self.milestone("flow.ended", node=self.s.node, type=node.TYPE if node else None, code=event.code,
                            subcode=event.subcode, reason=event.reason or None, left=self.s.left or None,
@@ -250,6 +257,8 @@ class _Run:
             ref = self.ref("invite")
             self.emit(c.Invite(ref=ref, targets=node.targets))
             self.await_op(ref, INVITE_GUARD)
+        elif isinstance(node, m.Queue):
+            self.join_line(node)
 
     def play(self, prompts: tuple[str, ...]) -> None:
         ref = self.ref("play")
@@ -278,6 +287,10 @@ class _Run:
 
     def prompt_done(self, node: m.Node, *, failed: bool) -> None:
         self.set(play="")
+        if isinstance(node, m.Queue):
+            if not failed:  # the music again; after a failure the next look tries (at most once a look)
+                self.hold(node)
+            return
         self.cancel_timer()
         if isinstance(node, m.Play):
             self.exit(node, "prompt_failed" if failed else "played", node.next)
@@ -287,6 +300,9 @@ class _Run:
 
     def timer_fired(self, node: m.Node) -> None:
         stage = self.s.stage
+        if isinstance(node, m.Queue):
+            self.look(node)
+            return
         if stage == "prompt":  # the prompt never reported back: stop it and go on as if it had failed
             self.stop_media()
             self.prompt_done(node, failed=True)
@@ -394,6 +410,145 @@ class _Run:
             self.milestone("flow.recording", **facts, outcome="failed")
             self.exit(node, "failed", node.failed or node.next)
 
+    # --- queues (calling/queues.py holds the line; the caller waits here) ---------------------------
+
+    def join_line(self, node: m.Queue) -> None:
+        line = node.queue or f"{self.flow_name()}:{node.id}"
+        ref = self.ref("qjoin")
+        deadline = _plus(self.s.now, node.max_wait)
+        self.set(stage="queue_op", op=ref, since=self.s.now, queued=line, position=0, agent="", deadline=deadline,
+                 announced="", played="")
+        self.emit(c.QueueJoin(ref=ref, queue=line, max_callers=node.max_callers,
+                              hold=node.max_wait + node.ring_timeout + QUEUE_HOLD_GUARD))
+        self.start_timer(QUEUE_LOOK)
+
+    def offer(self, node: m.Queue, rung: str = "") -> None:
+        ref = self.ref("qoffer")
+        self.set(stage="queue_op", op=ref, since=self.s.now)
+        self.emit(c.QueueOffer(ref=ref, queue=self.s.queued, agents=node.agents, routing=node.routing,
+                               rounds=node.rounds, ring_timeout=node.ring_timeout, rung=rung))
+
+    def leave_line(self, answered_by: str = "", wrap_up: int = 0) -> None:
+        if self.s.queued:
+            self.emit(c.QueueLeave(ref=self.ref("qleave"), queue=self.s.queued, answered_by=answered_by,
+                                   wrap_up=wrap_up))
+            self.set(queued="")
+
+    def hold(self, node: m.Queue, lead: tuple[str, ...] = ()) -> None:
+        """Play `lead`, then the music once; its end plays the music again (prompt_done)."""
+        if self.s.play:
+            self.set(play="")
+            self.emit(c.CancelMedia(ref=self.ref("cancel")))
+        ref = self.ref("play")
+        self.set(play=ref, played=self.s.now)
+        self.emit(c.Play(ref=ref, prompts=(*lead, node.music)))
+
+    def place_prompt(self, node: m.Queue) -> tuple[str, ...]:
+        """The prompt that says the caller's place, if there is one for it."""
+        position = self.s.position
+        return (node.positions[position - 1],) if 0 < position <= len(node.positions) else ()
+
+    def wait_facts(self, node: m.Queue) -> dict[str, c.Fact]:
+        waited = node.max_wait - (_elapsed(self.s.now, self.s.deadline) or 0.0)
+        return {"queue": node.queue or None, "position": self.s.position or None,
+                "waited": round(max(waited, 0.0), 3)}
+
+    def queue_exit(self, node: m.Queue, outcome: str, target: str) -> None:
+        facts = self.wait_facts(node)
+        self.leave_line()
+        self.set(agent="", deadline="")
+        self.exit(node, outcome, target, **facts)
+
+    def wait_over(self) -> bool:
+        left = _elapsed(self.s.now, self.s.deadline)
+        return left is not None and left <= 0
+
+    def queue_done(self, node: m.Queue, event: e.Event) -> None:
+        if isinstance(event, e.TransferOutcome) and self.s.stage == "queue_ring":
+            self.rung(node, event)
+        elif isinstance(event, e.QueueReply) and event.ref.startswith("qjoin"):
+            self.joined(node, event)
+        elif isinstance(event, e.QueueReply):
+            self.offered(node, event)
+
+    def joined(self, node: m.Queue, event: e.QueueReply) -> None:
+        if not event.ok:
+            outcome = "overflow" if event.why == "overflow" else "failed"
+            self.milestone("flow.queue", node=node.id, queue=self.s.queued, step="join", outcome=outcome)
+            if outcome == "overflow":
+                self.set(queued="")  # the line did not take the call: nothing to leave
+            self.queue_exit(node, outcome, node.overflow or node.timeout if outcome == "overflow"
+                            else node.no_agents or node.timeout)
+            return
+        again = bool(self.s.played)  # back in line after losing its place: the caller has heard the greeting
+        self.set(position=event.position, announced=self.s.now)
+        self.milestone("flow.queue", node=node.id, queue=self.s.queued, step="join", outcome="joined",
+                       position=event.position, again=again)
+        self.hold(node, (*(() if again else node.greeting), *self.place_prompt(node)))
+        self.offer(node)
+
+    def offered(self, node: m.Queue, event: e.QueueReply) -> None:
+        if event.position:
+            self.set(position=event.position)
+        if event.agent:
+            ref = self.ref("transfer")
+            self.set(stage="queue_ring", op=ref, agent=event.agent, since=self.s.now)
+            self.emit(c.Transfer(ref=ref, target=event.agent, mode="consultative", ring_timeout=node.ring_timeout))
+        elif event.why == "exhausted":
+            self.queue_exit(node, "no_agents", node.no_agents or node.timeout)
+        elif event.why == "not_waiting":  # the line lost the call (its place expired): back in at the next look
+            self.set(stage="queue", position=0)
+        else:  # wait (no agent for this caller yet), or no answer came: the next look asks again
+            self.set(stage="queue")
+
+    def rung(self, node: m.Queue, event: e.TransferOutcome, *, timed_out: bool = False) -> None:
+        agent = self.s.agent
+        outcome = event.outcome if event.outcome in e.TRANSFER_OUTCOMES else "failed"
+        self.milestone("flow.transfer", node=node.id, target=agent, mode="queue", outcome=outcome, code=event.code,
+                       subcode=event.subcode, ring_seconds=_elapsed(self.s.since, self.s.now), timed_out=timed_out)
+        self.set(agent="")
+        if outcome == "completed":
+            self.leave_line(answered_by=agent, wrap_up=node.wrap_up)
+            self.milestone("flow.node", node=node.id, type=node.TYPE, outcome="answered", next=None,
+                           **self.wait_facts(node), agent=agent)
+            self.leave("transfer")
+        elif self.wait_over():
+            self.queue_exit(node, "timeout", node.timeout)
+        else:
+            self.offer(node, rung=agent)
+
+    def look(self, node: m.Queue) -> None:
+        """Every QUEUE_LOOK seconds: a lost ring or answer, the music, the deadline, the place, an agent."""
+        self.start_timer(QUEUE_LOOK)
+        stage, since = self.s.stage, _elapsed(self.s.since, self.s.now) or 0.0
+        if stage == "queue_ring" and since > node.ring_timeout + TRANSFER_GUARD:
+            op = self.s.op
+            self.set(op="")
+            self.rung(node, e.TransferOutcome(ref=op, outcome="no_answer"), timed_out=True)
+            return
+        if stage == "queue_op" and since > QUEUE_OP_GUARD:
+            self.set(op="", stage="queue")
+            stage = "queue"
+        longest = self.seconds((*node.greeting, *node.positions[:1], node.music)) + MEDIA_GUARD
+        if not self.s.play or (_elapsed(self.s.played, self.s.now) or 0.0) > longest:
+            self.hold(node)  # the music failed or never reported back: start it again
+        if stage != "queue":
+            return
+        if self.wait_over():
+            self.queue_exit(node, "timeout", node.timeout)
+            return
+        if self.place_prompt(node) and (_elapsed(self.s.announced, self.s.now) or 0.0) >= node.announce_every:
+            self.set(announced=self.s.now)
+            self.hold(node, self.place_prompt(node))
+        if self.s.position:
+            self.offer(node)
+        else:  # not in line any more (its place expired): back in, at the end
+            ref = self.ref("qjoin")
+            self.set(stage="queue_op", op=ref, since=self.s.now)
+            self.emit(c.QueueJoin(ref=ref, queue=self.s.queued, max_callers=node.max_callers,
+                                  hold=int(_elapsed(self.s.now, self.s.deadline) or 0) + node.ring_timeout
+                                  + QUEUE_HOLD_GUARD))
+
     def local(self, zone: str) -> datetime:
         now = datetime.fromisoformat(self.s.now) if self.s.now else datetime(1970, 1, 1, tzinfo=UTC)
         return now.astimezone(ZoneInfo(zone))
@@ -424,6 +579,11 @@ def _matches(when: m.When, caller: str, called: str, local: datetime) -> bool:
         not when.time or any(r.contains(minute) for r in when.time),
         not when.days or local.weekday() in when.days,
     ))
+
+
+def _plus(moment: str, seconds: int) -> str:
+    start = datetime.fromisoformat(moment) if moment else datetime(1970, 1, 1, tzinfo=UTC)
+    return (start + timedelta(seconds=seconds)).isoformat()
 
 
 def _elapsed(since: str, now: str) -> float | None:

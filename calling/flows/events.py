@@ -80,6 +80,18 @@ class TransferOutcome(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class QueueReply(Event):
+    """The line's answer to QueueJoin/QueueOffer (calling/queues.py `reply`): `ok`, the caller's `position`,
+    an `agent` to ring or "", and `why` (overflow, wait, exhausted, not_waiting; error: no answer came)."""
+
+    ref: str
+    ok: bool = True
+    position: int = 0
+    agent: str = ""
+    why: str = ""
+
+
+@dataclass(frozen=True, kw_only=True)
 class RecordFinished(Event):
     """A recording finished (`ok`) with its location, access token and duration, or failed."""
 
@@ -118,8 +130,8 @@ class CallEnded(Event):
 
 
 EVENT_TYPES: dict[str, type[Event]] = {cls.__name__: cls for cls in (
-    Started, CallEstablished, PromptFinished, PromptFailed, Tone, TimerFired, TransferOutcome, RecordFinished,
-    Redirected, InviteOutcome, CallEnded)}
+    Started, CallEstablished, PromptFinished, PromptFailed, Tone, TimerFired, TransferOutcome, QueueReply,
+    RecordFinished, Redirected, InviteOutcome, CallEnded)}
 
 
 def event_to_json(event: Event) -> dict[str, Any]:

@@ -27,16 +27,21 @@ from pathlib import Path
 from calling.flows import commands as c
 from calling.flows import events as e
 from calling.flows import model as m
+from calling.flows import queueing
 from calling.flows.engine import step
 from calling.flows.state import State
+from calling.queues import Line
 
 DEFAULT_START = datetime(2026, 3, 3, 17, 0, tzinfo=UTC)  # a Tuesday, 09:00 in Los Angeles
 
 
 class FlowCall:
     def __init__(self, bundle: m.Bundle, *, caller: str = "+14255550123", called: str = "+14255550100",
-                 at: datetime = DEFAULT_START) -> None:
+                 at: datetime = DEFAULT_START, lines: dict[str, Line] | None = None, call_id: str = "call-1") -> None:
         self.bundle = bundle
+        #: Queue lines by name, shared by calls in one test: queue commands are carried out on them at once.
+        self.lines = lines
+        self.call_id = call_id
         self.caller = caller
         self.called = called
         self.now = at
@@ -52,7 +57,22 @@ class FlowCall:
         self.state, self.last = step(self.bundle, self.state, event)
         self.commands.extend(self.last)
         self.steps += 1
+        if self.lines is not None:
+            self.last = [*self.last, *self._serve_lines(self.last)]
         return self.last
+
+    def _serve_lines(self, commands: list[c.Command]) -> list[c.Command]:
+        """Carry out queue commands on the shared in-memory lines, as the queue entity would; answer them."""
+        out: list[c.Command] = []
+        assert self.lines is not None
+        for command in commands:
+            if isinstance(command, c.QUEUE):
+                line = self.lines.setdefault(command.queue, Line())
+                name, data = queueing.operation(command, self.call_id, self.now)
+                reply = queueing.reply_event(command, line.apply(name, data), self.now)
+                if reply is not None:
+                    out += self.send(reply)
+        return out
 
     def start(self, *, established: bool = True) -> list[c.Command]:
         return self.send(e.Started(at=self.now, caller=self.caller, called=self.called, established=established))

@@ -30,6 +30,7 @@ _DAY_NAMES = {**{d: i for i, d in enumerate(m.DAYS)},
               **{n: i for i, n in enumerate(("monday", "tuesday", "wednesday", "thursday", "friday", "saturday",
                                               "sunday"))}}
 _HOLIDAY = re.compile(r"^(?:(\d{4})-)?(\d{2})-(\d{2})$")
+_LINE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9 ._:-]{0,99}")
 _SAY_KEYS = ("say", "voice", "language")
 
 
@@ -536,7 +537,19 @@ class _Reader:
             return _BAD
         if isinstance(node, m.Record) and not node.mailbox:
             node = dataclasses.replace(node, mailbox=name)
+        if isinstance(node, m.Queue) and not self._queue_ok(node, path):
+            return _BAD
         return node
+
+    def _queue_ok(self, queue: m.Queue, path: PathKey) -> bool:
+        before = len(self.errors)
+        for i, agent in enumerate(queue.agents):
+            if agent in queue.agents[:i]:
+                self.fail((*path, "agents", i), f"{agent} is listed twice; each agent once")
+        if queue.queue and not _LINE_NAME.fullmatch(queue.queue):
+            self.fail((*path, "queue"), f"must be 1 to 100 letters, digits, spaces or . _ : - (it names the "
+                                        f"line's Durable entity), got {queue.queue!r}")
+        return len(self.errors) == before
 
     def _menu_ok(self, menu: m.Menu, path: PathKey) -> bool:
         before = len(self.errors)

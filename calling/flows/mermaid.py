@@ -12,6 +12,7 @@ from calling.flows import model as m
 _SHAPES = {
     "play": ("(", ")"), "menu": ("{{", "}}"), "hours": ("{", "}"), "condition": ("{", "}"),
     "record": ("[(", ")]"), "subflow": ("[[", "]]"), "transfer": ("[/", "/]"), "invite": ("[/", "/]"),
+    "queue": ("[/", "\\]"),
     "redirect": ("([", "])"), "handoff": ("([", "])"), "hangup": ("([", "])"), "return": ("([", "])"),
 }
 
@@ -39,6 +40,9 @@ def _edges(node: m.Node) -> list[m.Edge]:
         edges[:0] = [m.Edge(o, node.branch(o), True, ()) for o in ("no_answer", "declined")]
     if isinstance(node, m.Hours):
         edges.append(m.Edge("holiday", node.holiday or node.closed, True, ()))
+    if isinstance(node, m.Queue):
+        edges = [e for e in edges if e.label not in ("overflow", "no_agents")]
+        edges += [m.Edge(o, getattr(node, o) or node.timeout, True, ()) for o in ("overflow", "no_agents")]
     return edges
 
 
@@ -55,6 +59,9 @@ def _detail(node: m.Node) -> str:
         return f"mailbox {node.mailbox}"
     if isinstance(node, m.Transfer):
         return f"{node.mode} to {node.target}"
+    if isinstance(node, m.Queue):
+        count = len(node.agents)
+        return f"{node.queue or node.id}: {count} agent{'s' if count > 1 else ''}, {node.routing.replace('_', ' ')}"
     if isinstance(node, m.Redirect | m.Invite):
         return ", ".join(node.targets)
     if isinstance(node, m.Hours):

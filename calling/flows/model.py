@@ -14,6 +14,7 @@ from datetime import date
 from typing import Any, ClassVar
 
 from calling.flows.speech import Say
+from calling.queues import IN_ORDER, ROUTINGS
 from calling.yamlsource import PathKey
 
 VERSION = 1
@@ -22,6 +23,7 @@ SPEC = "flow_spec"
 MAX_PROMPTS = 20  # playPrompt takes 1 to 20 prompts
 MAX_REDIRECT_TARGETS = 25  # redirect rings up to 25 targets at once
 MAX_INVITE_TARGETS = 5  # invite takes 1 to 5 participants
+MAX_QUEUE_AGENTS = 20  # agents a queue rings, one at a time
 MAX_DIGITS = 32
 KEYS = "0123456789*#"  # the keys a caller can press (Graph's tone0..tone9, star, pound)
 DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
@@ -399,6 +401,54 @@ class Transfer(Node):
 
 
 @dataclass(frozen=True, kw_only=True)
+class Queue(Node):
+    """Hold the caller with music and ring agents one at a time; the first to answer gets the call.
+
+    Calls in nodes with the same `queue` name, in any flow, wait in one line and share the agents
+    (calling/queues.py). On success the bot leaves the call, as after a transfer."""
+
+    TYPE = "queue"
+    MEDIA = True
+
+    agents: tuple[str, ...] = field(metadata=meta(
+        Target(many=True, max_items=MAX_QUEUE_AGENTS),
+        "1 to 20 agents, in order: Teams users `user:<object id>` (also `+E164`, `instance:<object id>`)."))
+    music: str = field(metadata=meta(Prompt(), "Hold music, played again and again while the caller waits."))
+    queue: str = field(default="", metadata=meta(
+        Text(), "The line's name: callers in nodes with the same name, in any flow, wait in one line.",
+        default_doc="the flow's name and the node's, `main-menu/support`"))
+    routing: str = field(default=IN_ORDER, metadata=meta(
+        Choice(ROUTINGS), "`in_order`: every caller rings the agents from the first. `round_robin`: each "
+                          "caller starts after the agent offered the last call."))
+    greeting: tuple[str, ...] = field(default=(), metadata=meta(
+        Prompt(many=True), "Played once, as the caller joins the line, before the music."))
+    positions: tuple[str, ...] = field(default=(), metadata=meta(
+        Prompt(many=True), "The caller's place in line: the first prompt is said to the caller next in line, "
+                           "the second to the one after, and so on; a caller further back hears none. Said on "
+                           "joining and every `announce_every` seconds."))
+    announce_every: int = field(default=60, metadata=meta(
+        Integer(15, 600), "Seconds between announcements of the caller's place in line."))
+    ring_timeout: int = field(default=20, metadata=meta(
+        Integer(5, 120), "Seconds an agent may ring before the next one is tried."))
+    max_wait: int = field(default=600, metadata=meta(
+        Integer(10, 3600), "Longest wait in line, in seconds; then `timeout`."))
+    max_callers: int = field(default=20, metadata=meta(
+        Integer(1, 200), "Most calls waiting in this line; a caller beyond it goes to `overflow` at once."))
+    rounds: int = field(default=2, metadata=meta(
+        Integer(1, 10), "How many times every agent may be rung for one caller without an answer before "
+                        "the caller goes to `no_agents`. Agents taken by other calls are not rung."))
+    wrap_up: int = field(default=30, metadata=meta(
+        Integer(0, 3600), "Seconds after answering a queue call before an agent is rung again (the bot "
+                          "leaves the call at the transfer and cannot see when it ends)."))
+    timeout: str = field(metadata=meta(NodeRef(), "The node after `max_wait` without an agent."))
+    overflow: str | None = field(default=None, metadata=meta(
+        NodeRef(), "The node when the line is full (`max_callers`).", default_doc="`timeout`"))
+    no_agents: str | None = field(default=None, metadata=meta(
+        NodeRef(), "The node when every agent was rung `rounds` times and none answered.",
+        default_doc="`timeout`"))
+
+
+@dataclass(frozen=True, kw_only=True)
 class Redirect(Node):
     """Ring other targets instead of the bot (simultaneously). Only before the call is answered."""
 
@@ -493,7 +543,8 @@ class Return(Node):
 
 
 NODE_TYPES: Mapping[str, type[Node]] = {cls.TYPE: cls for cls in (
-    Play, Menu, Record, Transfer, Redirect, Invite, Hours, Condition, HangUp, HandOff, SubFlow, Return)}
+    Play, Menu, Record, Transfer, Queue, Redirect, Invite, Hours, Condition, HangUp, HandOff, SubFlow,
+    Return)}
 
 
 # --- flows ----------------------------------------------------------------------------------------

@@ -1,0 +1,215 @@
+"""A call queue's shared line: who waits in what order, and which agents are taken. Pure; no I/O, no clock.
+
+One `Line` per queue name (and tenant) is the state of a Durable entity (orchestrations/queue_entity.py);
+every call waiting in a `queue` node talks to it with three operations, each given the caller's `now`:
+
+- `join`: take a place at the back, or be refused (`overflow`) when the line already holds `max_callers`.
+- `offer`: ask for an agent to ring. Reports how a ring this call just had ended (the agent is free again)
+  and gives back the caller's place and, when it is this caller's turn, a free agent it has not tried yet.
+- `leave`: go (answered by an agent, timed out, hung up). An agent who took a call stays taken for
+  `wrap_up` seconds: the bot left the call at the transfer and cannot see when it ends.
+
+Honest places: calls are offered agents first come, first served. Each call ahead has the first pick of
+the free agents it has not rung yet; a call gets an agent only when one is left over for it, so "you are
+number N" counts the calls that will be offered an agent before this one. Every entry carries a deadline
+(`until`) and is dropped once it passes, so a session that died without leaving cannot block the line.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+LINE_VERSION = 1
+IN_ORDER, ROUND_ROBIN = "in_order", "round_robin"
+ROUTINGS = (IN_ORDER, ROUND_ROBIN)
+#: Operations the entity takes.
+JOIN, OFFER, LEAVE = "join", "offer", "leave"
+OPERATIONS = (JOIN, OFFER, LEAVE)
+#: Seconds beyond its ring timeout an agent stays taken by a ring whose end was never reported.
+RING_GUARD = 60
+
+
+class QueueInputError(ValueError):
+    """An operation's input is not what the operations above take."""
+
+
+@dataclass
+class Waiting:
+    """A call in line: since when, until when it may stay, which agents it has rung in this round."""
+
+    call: str
+    since: str
+    until: str
+    tried: list[str] = field(default_factory=list)
+    rounds: int = 0  # full rounds of every agent rung without an answer
+
+
+@dataclass
+class Taken:
+    """An agent the line will not offer: `ringing` for `call` until `until`, or `connected` (wrap-up)."""
+
+    call: str
+    state: str
+    until: str
+
+
+@dataclass
+class Line:
+    waiting: list[Waiting] = field(default_factory=list)
+    taken: dict[str, Taken] = field(default_factory=dict)
+    last: str = ""  # the agent offered last, where round robin goes on from
+
+    # --- JSON: the entity's state ----------------------------------------------------------------
+
+    def to_json(self) -> dict[str, Any]:
+        return {"v": LINE_VERSION, "last": self.last,
+                "waiting": [{"call": w.call, "since": w.since, "until": w.until, "tried": list(w.tried),
+                             "rounds": w.rounds} for w in self.waiting],
+                "taken": {agent: {"call": t.call, "state": t.state, "until": t.until}
+                          for agent, t in self.taken.items()}}
+
+    @classmethod
+    def from_json(cls, data: Any) -> Line:
+        """A line from its state; anything unreadable (a new entity, a future version) is an empty line."""
+        if not isinstance(data, Mapping) or data.get("v") != LINE_VERSION:
+            return cls()
+        waiting = [Waiting(str(w["call"]), str(w["since"]), str(w["until"]), [str(a) for a in w.get("tried", ())],
+                           int(w.get("rounds", 0))) for w in data.get("waiting", ()) if isinstance(w, Mapping)]
+        taken = {str(a): Taken(str(t["call"]), str(t["state"]), str(t["until"]))
+                 for a, t in (data.get("taken") or {}).items() if isinstance(t, Mapping)}
+        return cls(waiting, taken, str(data.get("last") or ""))
+
+    # --- operations -------------------------------------------------------------------------------
+
+    def apply(self, operation: str | None, data: Any) -> dict[str, Any]:
+        """Carry out one operation from its JSON input; the reply (see `reply`)."""
+        if not isinstance(data, Mapping):
+            raise QueueInputError(f"{operation}: the input must be an object")
+        call, now = _text(data, "call"), _time(data, "now")
+        self.expire(now)
+        if operation == JOIN:
+            return self.join(call, now, _int(data, "max_callers", 1), _int(data, "hold", 1))
+        if operation == OFFER:
+            agents = data.get("agents")
+            if not isinstance(agents, Sequence) or isinstance(agents, str) or not agents:
+                raise QueueInputError("offer: agents must be a list of one or more targets")
+            routing = str(data.get("routing") or IN_ORDER)
+            if routing not in ROUTINGS:
+                raise QueueInputError(f"offer: routing must be one of {', '.join(ROUTINGS)}")
+            return self.offer(call, now, [str(a) for a in agents], routing, _int(data, "rounds", 1),
+                              _int(data, "ring", 1), str(data.get("rung") or ""))
+        if operation == LEAVE:
+            return self.leave(call, now, str(data.get("answered_by") or ""), _int(data, "wrap_up", 0))
+        raise QueueInputError(f"unknown operation {operation!r}; expected one of {', '.join(OPERATIONS)}")
+
+    def join(self, call: str, now: datetime, max_callers: int, hold: int) -> dict[str, Any]:
+        if self.place(call) is None:
+            if len(self.waiting) >= max_callers:
+                return reply(False, why="overflow", waiting=len(self.waiting))
+            self.waiting.append(Waiting(call, now.isoformat(), (now + timedelta(seconds=hold)).isoformat()))
+        return reply(True, position=self.place(call) or 0, waiting=len(self.waiting))
+
+    def offer(self, call: str, now: datetime, agents: list[str], routing: str, rounds: int, ring: int,
+              rung: str = "") -> dict[str, Any]:
+        """Free the agent `rung` (its ring ended unanswered); give this call an agent when it is its turn.
+
+        `exhausted`: every agent has been rung `rounds` times for this call and none took it."""
+        entry = next((w for w in self.waiting if w.call == call), None)
+        if rung:
+            ringing = self.taken.get(rung)
+            if ringing is not None and ringing.call == call and ringing.state == "ringing":
+                del self.taken[rung]
+            if entry is not None and rung not in entry.tried:
+                entry.tried.append(rung)
+        if entry is None:
+            return reply(False, why="not_waiting")
+        if all(a in entry.tried for a in agents):
+            entry.rounds += 1
+            entry.tried = []
+        if entry.rounds >= rounds:
+            return reply(True, position=self.place(call) or 0, why="exhausted", waiting=len(self.waiting))
+        position = self.place(call) or 0
+        free = [a for a in agents if a not in self.taken]
+        busy = {t.call for t in self.taken.values() if t.state == "ringing"}
+        for ahead in self.waiting[:position - 1]:  # each call ahead (not ringing one now) picks first
+            picks = [a for a in free if a not in ahead.tried] if ahead.call not in busy else []
+            if picks:
+                free.remove(picks[0])
+        candidates = [a for a in free if a not in entry.tried]
+        if not candidates:
+            return reply(True, position=position, why="wait", waiting=len(self.waiting))
+        agent = candidates[0] if routing == IN_ORDER else _after(agents, candidates, self.last)
+        self.taken[agent] = Taken(call, "ringing", (now + timedelta(seconds=ring + RING_GUARD)).isoformat())
+        self.last = agent
+        return reply(True, position=position, agent=agent, waiting=len(self.waiting))
+
+    def leave(self, call: str, now: datetime, answered_by: str = "", wrap_up: int = 0) -> dict[str, Any]:
+        self.waiting = [w for w in self.waiting if w.call != call]
+        for agent, taken in list(self.taken.items()):
+            if taken.call == call and taken.state == "ringing":
+                del self.taken[agent]
+        if answered_by and wrap_up > 0:
+            self.taken[answered_by] = Taken(call, "connected", (now + timedelta(seconds=wrap_up)).isoformat())
+        return reply(True, waiting=len(self.waiting))
+
+    # --- reading ----------------------------------------------------------------------------------
+
+    def place(self, call: str) -> int | None:
+        """The call's place in line, from 1; None when it is not in line."""
+        return next((i + 1 for i, w in enumerate(self.waiting) if w.call == call), None)
+
+    def expire(self, now: datetime) -> None:
+        """Drop what outlived its deadline: calls whose session never left, rings never reported, wrap-ups,
+        and rings for calls no longer in line."""
+        stamp = now.isoformat()
+        self.waiting = [w for w in self.waiting if _later(w.until, stamp)]
+        calls = {w.call for w in self.waiting}
+        self.taken = {a: t for a, t in self.taken.items()
+                      if _later(t.until, stamp) and (t.state != "ringing" or t.call in calls)}
+
+
+def reply(ok: bool, *, position: int = 0, agent: str = "", why: str = "", waiting: int = 0) -> dict[str, Any]:
+    """What an operation answers: `ok`, the caller's `position` (0: not in line), an `agent` to ring or "",
+    `why` (overflow, not_waiting, wait, exhausted) and how many calls are `waiting`."""
+    return {"ok": ok, "position": position, "agent": agent, "why": why, "waiting": waiting}
+
+
+def _after(agents: list[str], candidates: list[str], last: str) -> str:
+    """Round robin: the first candidate after `last` in the agents' order, wrapping around."""
+    start = agents.index(last) + 1 if last in agents else 0
+    for agent in agents[start:] + agents[:start]:
+        if agent in candidates:
+            return agent
+    return candidates[0]
+
+
+def _later(until: str, now: str) -> bool:
+    return datetime.fromisoformat(until) > datetime.fromisoformat(now)
+
+
+def _text(data: Mapping[str, Any], key: str) -> str:
+    value = data.get(key)
+    if not isinstance(value, str) or not value:
+        raise QueueInputError(f"{key} must be a non-empty string")
+    return value
+
+
+def _int(data: Mapping[str, Any], key: str, minimum: int) -> int:
+    value = data.get(key)
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise QueueInputError(f"{key} must be a whole number of at least {minimum}")
+    return value
+
+
+def _time(data: Mapping[str, Any], key: str) -> datetime:
+    value = _text(data, key)
+    try:
+        moment = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise QueueInputError(f"{key} must be an ISO 8601 time, got {value!r}") from exc
+    if moment.tzinfo is None:
+        raise QueueInputError(f"{key} must carry its UTC offset, got {value!r}")
+    return moment
