@@ -30,6 +30,9 @@ JOIN, OFFER, LEAVE = "join", "offer", "leave"
 OPERATIONS = (JOIN, OFFER, LEAVE)
 #: Seconds beyond its ring timeout an agent stays taken by a ring whose end was never reported.
 RING_GUARD = 60
+#: Seconds a waiting call keeps its place without asking (a session asks every 5 s; an answer may take 10 s).
+#: A call silent for longer (its session died or is stuck) is dropped; if it comes back it joins again.
+LEASE = 90
 
 
 class QueueInputError(ValueError):
@@ -38,13 +41,16 @@ class QueueInputError(ValueError):
 
 @dataclass
 class Waiting:
-    """A call in line: since when, until when it may stay, which agents it has rung in this round."""
+    """A call in line: since when, until when it may stay, when it last asked, its agents, which of them it
+    has rung in this round, and how many rounds it has had."""
 
     call: str
     since: str
     until: str
     tried: list[str] = field(default_factory=list)
-    rounds: int = 0  # full rounds of every agent rung without an answer
+    rounds: int = 0  # rounds over the free agents, each rung without an answer
+    seen: str = ""  # when the call last asked (its lease); "" is `since`
+    agents: list[str] = field(default_factory=list)  # the agents its node rings
 
 
 @dataclass
@@ -67,19 +73,32 @@ class Line:
     def to_json(self) -> dict[str, Any]:
         return {"v": LINE_VERSION, "last": self.last,
                 "waiting": [{"call": w.call, "since": w.since, "until": w.until, "tried": list(w.tried),
-                             "rounds": w.rounds} for w in self.waiting],
+                             "rounds": w.rounds, "seen": w.seen, "agents": list(w.agents)} for w in self.waiting],
                 "taken": {agent: {"call": t.call, "state": t.state, "until": t.until}
                           for agent, t in self.taken.items()}}
 
     @classmethod
     def from_json(cls, data: Any) -> Line:
-        """A line from its state; anything unreadable (a new entity, a future version) is an empty line."""
+        """A line from its state. A new entity's (None) is an empty line; so is another version's, whose
+        places expire within minutes anyway. An entry that cannot be read is dropped, never an error that
+        would fail every later operation."""
         if not isinstance(data, Mapping) or data.get("v") != LINE_VERSION:
             return cls()
-        waiting = [Waiting(str(w["call"]), str(w["since"]), str(w["until"]), [str(a) for a in w.get("tried", ())],
-                           int(w.get("rounds", 0))) for w in data.get("waiting", ()) if isinstance(w, Mapping)]
-        taken = {str(a): Taken(str(t["call"]), str(t["state"]), str(t["until"]))
-                 for a, t in (data.get("taken") or {}).items() if isinstance(t, Mapping)}
+        waiting = []
+        for w in data.get("waiting") or ():
+            try:
+                waiting.append(Waiting(str(w["call"]), _stamp(w["since"]), _stamp(w["until"]),
+                                       [str(a) for a in w.get("tried") or ()], int(w.get("rounds") or 0),
+                                       _stamp(w["seen"]) if w.get("seen") else "",
+                                       [str(a) for a in w.get("agents") or ()]))
+            except (KeyError, TypeError, ValueError, AttributeError):
+                continue
+        taken = {}
+        for agent, t in (data.get("taken") or {}).items() if isinstance(data.get("taken"), Mapping) else ():
+            try:
+                taken[str(agent)] = Taken(str(t["call"]), str(t["state"]), _stamp(t["until"]))
+            except (KeyError, TypeError, ValueError):
+                continue
         return cls(waiting, taken, str(data.get("last") or ""))
 
     # --- operations -------------------------------------------------------------------------------
@@ -91,11 +110,10 @@ class Line:
         call, now = _text(data, "call"), _time(data, "now")
         self.expire(now)
         if operation == JOIN:
-            return self.join(call, now, _int(data, "max_callers", 1), _int(data, "hold", 1))
+            return self.join(call, now, _int(data, "max_callers", 1), _int(data, "hold", 1),
+                             _agents(data, required=False))
         if operation == OFFER:
-            agents = data.get("agents")
-            if not isinstance(agents, Sequence) or isinstance(agents, str) or not agents:
-                raise QueueInputError("offer: agents must be a list of one or more targets")
+            agents = _agents(data, required=True)
             routing = str(data.get("routing") or IN_ORDER)
             if routing not in ROUTINGS:
                 raise QueueInputError(f"offer: routing must be one of {', '.join(ROUTINGS)}")
@@ -105,37 +123,46 @@ class Line:
             return self.leave(call, now, str(data.get("answered_by") or ""), _int(data, "wrap_up", 0))
         raise QueueInputError(f"unknown operation {operation!r}; expected one of {', '.join(OPERATIONS)}")
 
-    def join(self, call: str, now: datetime, max_callers: int, hold: int) -> dict[str, Any]:
-        if self.place(call) is None:
+    def join(self, call: str, now: datetime, max_callers: int, hold: int,
+             agents: Sequence[str] = ()) -> dict[str, Any]:
+        entry = self.entry(call)
+        if entry is None:
             if len(self.waiting) >= max_callers:
                 return reply(False, why="overflow", waiting=len(self.waiting))
-            self.waiting.append(Waiting(call, now.isoformat(), (now + timedelta(seconds=hold)).isoformat()))
+            self.waiting.append(Waiting(call, now.isoformat(), (now + timedelta(seconds=hold)).isoformat(),
+                                        seen=now.isoformat(), agents=list(agents)))
+        else:
+            entry.seen = now.isoformat()
         return reply(True, position=self.place(call) or 0, waiting=len(self.waiting))
 
     def offer(self, call: str, now: datetime, agents: list[str], routing: str, rounds: int, ring: int,
               rung: str = "") -> dict[str, Any]:
         """Free the agent `rung` (its ring ended unanswered); give this call an agent when it is its turn.
 
-        `exhausted`: every agent has been rung `rounds` times for this call and none took it."""
-        entry = next((w for w in self.waiting if w.call == call), None)
-        if rung:
-            ringing = self.taken.get(rung)
-            if ringing is not None and ringing.call == call and ringing.state == "ringing":
-                del self.taken[rung]
-            if entry is not None and rung not in entry.tried:
-                entry.tried.append(rung)
+        A round is over when every agent of the call's that is free has been rung for it: agents taken by
+        other calls are not waited for. `exhausted`: `rounds` rounds passed and no agent took the call."""
+        entry = self.entry(call)
+        for agent, taken in list(self.taken.items()):  # a call rings one agent at a time: any ring it still
+            if taken.call == call and taken.state == "ringing":  # holds has ended (or its answer was lost)
+                del self.taken[agent]
         if entry is None:
             return reply(False, why="not_waiting")
-        if all(a in entry.tried for a in agents):
+        if rung and rung not in entry.tried:
+            entry.tried.append(rung)
+        entry.seen, entry.agents = now.isoformat(), list(agents)
+        free = [a for a in agents if a not in self.taken]
+        if free and all(a in entry.tried for a in free):  # every free agent was rung: the next round
             entry.rounds += 1
             entry.tried = []
         if entry.rounds >= rounds:
             return reply(True, position=self.place(call) or 0, why="exhausted", waiting=len(self.waiting))
         position = self.place(call) or 0
-        free = [a for a in agents if a not in self.taken]
         busy = {t.call for t in self.taken.values() if t.state == "ringing"}
         for ahead in self.waiting[:position - 1]:  # each call ahead (not ringing one now) picks first
-            picks = [a for a in free if a not in ahead.tried] if ahead.call not in busy else []
+            if ahead.call in busy:
+                continue
+            theirs = [a for a in free if a in (ahead.agents or agents)]
+            picks = [a for a in theirs if a not in ahead.tried] or theirs  # all tried: its next round
             if picks:
                 free.remove(picks[0])
         candidates = [a for a in free if a not in entry.tried]
@@ -157,15 +184,21 @@ class Line:
 
     # --- reading ----------------------------------------------------------------------------------
 
+    def entry(self, call: str) -> Waiting | None:
+        return next((w for w in self.waiting if w.call == call), None)
+
     def place(self, call: str) -> int | None:
         """The call's place in line, from 1; None when it is not in line."""
         return next((i + 1 for i, w in enumerate(self.waiting) if w.call == call), None)
 
     def expire(self, now: datetime) -> None:
-        """Drop what outlived its deadline: calls whose session never left, rings never reported, wrap-ups,
-        and rings for calls no longer in line."""
+        """Drop what outlived its deadline: calls past their longest wait or silent for LEASE seconds (their
+        session died) unless ringing an agent, rings never reported, wrap-ups, rings for calls gone."""
         stamp = now.isoformat()
-        self.waiting = [w for w in self.waiting if _later(w.until, stamp)]
+        lease = (now - timedelta(seconds=LEASE)).isoformat()
+        ringing = {t.call for t in self.taken.values() if t.state == "ringing" and _later(t.until, stamp)}
+        self.waiting = [w for w in self.waiting if _later(w.until, stamp)
+                        and (w.call in ringing or _later(w.seen or w.since, lease))]
         calls = {w.call for w in self.waiting}
         self.taken = {a: t for a, t in self.taken.items()
                       if _later(t.until, stamp) and (t.state != "ringing" or t.call in calls)}
@@ -188,6 +221,24 @@ def _after(agents: list[str], candidates: list[str], last: str) -> str:
 
 def _later(until: str, now: str) -> bool:
     return datetime.fromisoformat(until) > datetime.fromisoformat(now)
+
+
+def _stamp(value: Any) -> str:
+    """An ISO time as stored, checked readable (and so comparable) here rather than in every operation."""
+    text = str(value)
+    if datetime.fromisoformat(text).tzinfo is None:
+        raise ValueError(f"no UTC offset in {text!r}")
+    return text
+
+
+def _agents(data: Mapping[str, Any], *, required: bool) -> list[str]:
+    agents = data.get("agents")
+    if agents is None and not required:
+        return []
+    if not isinstance(agents, Sequence) or isinstance(agents, str) or not agents \
+            or not all(isinstance(a, str) and a for a in agents):
+        raise QueueInputError("agents must be a list of one or more targets")
+    return [str(a) for a in agents]
 
 
 def _text(data: Mapping[str, Any], key: str) -> str:

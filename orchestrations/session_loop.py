@@ -350,24 +350,27 @@ def _place_again(context: df.DurableOrchestrationContext, session: Session,
 
 def _queue(context: df.DurableOrchestrationContext, session: Session,
            command: c.Command) -> Generator[Any, Any, e.Event | None]:
-    """A queue command as an operation on the line's entity, waited for at most QUEUE_ANSWER_WAIT: a line
-    that does not answer leaves the caller waiting with music (the engine asks again), never stuck here."""
+    """A queue command as an operation on the line's entity. Leaving is a signal (nothing waits for it;
+    an entity takes one sender's messages in order). Joining and offers are calls waited for at most
+    QUEUE_ANSWER_WAIT: a line that does not answer leaves the caller waiting with music (the engine asks
+    again at its next look), never stuck here."""
     name, data = queueing.operation(command, session.call_id, context.current_utc_datetime)
-    line = df.EntityId(QUEUE_ENTITY, queueing.entity_key(session.tenant_id, getattr(command, "queue", "")))
+    queue = str(getattr(command, "queue", ""))
+    line = df.EntityId(QUEUE_ENTITY, queueing.entity_key(session.tenant_id, queue))
+    if isinstance(command, c.QueueLeave):
+        context.signal_entity(line, name, data)  # recorded at once; yielding a signal is not needed
+        return None
     asked = context.call_entity(line, name, data)
     deadline = context.create_timer(context.current_utc_datetime + QUEUE_ANSWER_WAIT)
-    result: Any = None
-    try:
-        winner = yield context.task_any([asked, deadline])
-        if winner is asked:
-            result = asked.result
-    except Exception as exc:  # the entity failed the operation
-        _note(context, session, "queue.failed", queue=str(getattr(command, "queue", "")), operation=name,
-              error=str(exc)[:300])
+    winner = yield context.task_any([asked, deadline])
+    result: Any = asked.result if winner is asked else None
     if not deadline.is_completed:
         deadline.cancel()
-    elif result is None:
-        _note(context, session, "queue.no_answer", queue=str(getattr(command, "queue", "")), operation=name)
+    if isinstance(result, Exception):  # the entity failed the operation (task_any hands the failure back)
+        _note(context, session, "queue.failed", queue=queue, operation=name, error=str(result)[:300])
+        result = None
+    elif winner is not asked:
+        _note(context, session, "queue.no_answer", queue=queue, operation=name)
     return queueing.reply_event(command, result, context.current_utc_datetime)
 
 

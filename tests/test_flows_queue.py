@@ -14,7 +14,7 @@ from calling import queues
 from calling.flows import commands as c
 from calling.flows import events as e
 from calling.flows import queueing
-from calling.flows.engine import QUEUE_LOOK, QUEUE_OP_GUARD
+from calling.flows.engine import MUSIC_FAILURES, MUSIC_REPEATS, QUEUE_LOOK, QUEUE_OP_GUARD
 from calling.flows.harness import FlowCall, write_flows
 from calling.flows.load import load_bundle
 from calling.flows.model import Bundle
@@ -23,6 +23,7 @@ from calling.yamlsource import SourceErrors
 
 AT = datetime(2026, 3, 3, 17, 0, tzinfo=UTC)
 A, B, C = "user:agent-a", "user:agent-b", "user:agent-c"
+MUSIC = ("music.wav",) * MUSIC_REPEATS
 
 QUEUE = """
 nodes:
@@ -76,8 +77,12 @@ def test_a_caller_joins_hears_the_greeting_its_place_and_music_and_rings_the_fir
     [call], lines = callers(tmp_path, 1)
     call.start()
     joins = call.of(c.QueueJoin)
-    assert [(j.queue, j.max_callers, j.hold) for j in joins] == [("support", 3, 120 + 10 + 60)]
-    assert call.of(c.Play)[0].prompts == ("hello.wav", "first.wav", "music.wav")
+    assert [(j.queue, j.max_callers, j.hold, j.agents) for j in joins] == [("support", 3, 120 + 10 + 60, (A, B, C))]
+    # The greeting goes out before the line is asked, so the caller hears something at once; its place
+    # and the music are queued after it, nothing cancelled.
+    assert call.commands.index(call.of(c.Play)[0]) < call.commands.index(joins[0])
+    assert [p.prompts for p in call.of(c.Play)] == [("hello.wav",), ("first.wav", *MUSIC)]
+    assert call.of(c.CancelMedia) == []
     transfer = call.of(c.Transfer)[0]
     assert (transfer.target, transfer.mode, transfer.ring_timeout) == (A, "consultative", 10)
     assert lines["support"].taken[A].state == "ringing" and lines["support"].place("call-1") == 1
@@ -115,7 +120,7 @@ def test_the_music_plays_again_each_time_it_ends(tmp_path: Path) -> None:
     call.start()
     call.finish_prompt()
     call.finish_prompt()
-    assert [p.prompts for p in call.of(c.Play)][-2:] == [("music.wav",), ("music.wav",)]
+    assert [p.prompts for p in call.of(c.Play)][-2:] == [MUSIC, MUSIC]
 
 
 def test_music_that_fails_is_not_replayed_at_once_but_at_the_next_look(tmp_path: Path) -> None:
@@ -124,7 +129,21 @@ def test_music_that_fails_is_not_replayed_at_once_but_at_the_next_look(tmp_path:
     call.finish_prompt(failed=True)
     assert not call.of(c.Play, last=True)
     look(call)
-    assert call.of(c.Play, last=True)[0].prompts == ("music.wav",)
+    assert call.of(c.Play, last=True)[0].prompts == MUSIC
+    call.finish_prompt()  # it played: the count of failures starts again
+    assert call.state.attempt == 0
+
+
+def test_music_that_keeps_failing_sends_the_caller_on_rather_than_leave_it_in_silence(tmp_path: Path) -> None:
+    [call], lines = callers(tmp_path, 1)
+    call.start()
+    for _ in range(MUSIC_FAILURES - 1):
+        call.finish_prompt(failed=True)
+        look(call)
+    assert call.node == "line"
+    call.finish_prompt(failed=True)
+    assert call.node == "nobody" and call.milestones("flow.node")[0]["outcome"] == "music_failed"
+    assert lines["support"].waiting == [] and lines["support"].taken == {}
 
 
 def test_the_wait_ends_at_max_wait_with_the_timeout_branch(tmp_path: Path) -> None:
@@ -163,10 +182,11 @@ def test_a_lost_answer_from_the_line_is_given_up_and_asked_again(tmp_path: Path)
     look(call)
     # The join's answer was lost: whether the line took the call is unknown, so the next look joins again.
     assert len(call.of(c.QueueJoin)) == 2 and call.state.stage == "queue_op"
+    assert call.state.play  # meanwhile the music played on after the greeting
     again = call.of(c.QueueJoin)[-1]
     call.send(e.QueueReply(ref=again.ref, ok=True, position=1, at=call.now))
-    assert call.of(c.Play)[-1].prompts == ("first.wav", "music.wav")  # no greeting twice
-    assert call.of(c.QueueOffer)
+    assert call.of(c.Play)[-1].prompts == ("first.wav", *MUSIC)  # its place, over the music; no greeting twice
+    assert call.of(c.CancelMedia) and call.of(c.QueueOffer)
 
 
 def test_a_call_the_line_no_longer_holds_joins_again_at_the_next_look(tmp_path: Path) -> None:
@@ -187,7 +207,9 @@ def test_a_failed_line_answer_keeps_the_caller_waiting_with_music(tmp_path: Path
     call.start()
     join = call.of(c.QueueJoin)[0]
     call.send(e.QueueReply(ref=join.ref, ok=False, why="error", at=call.now))
-    assert call.node == "nobody"  # the line never took the call: no agent can be reached
+    assert call.node == "line" and call.of(c.Play)[-1].prompts == MUSIC  # after the greeting
+    look(call)
+    assert len(call.of(c.QueueJoin)) == 2  # asked again
 
 
 # --- several callers ------------------------------------------------------------------------------
@@ -208,9 +230,8 @@ def test_places_are_said_honestly_and_move_up_as_callers_ahead_are_served(tmp_pa
     [first, second, third], lines = callers(tmp_path, 3, text)
     for call in (first, second, third):
         call.start()
-    assert [call.of(c.Play)[0].prompts for call in (first, second, third)] == [
-        ("hello.wav", "first.wav", "music.wav"), ("hello.wav", "second.wav", "music.wav"),
-        ("hello.wav", "music.wav")]  # a third place has no prompt: said nothing rather than something wrong
+    assert [call.of(c.Play)[1].prompts for call in (first, second, third)] == [
+        ("first.wav", *MUSIC), ("second.wav", *MUSIC), MUSIC]  # no prompt for a third place: none said
     assert ringing(first) == A and ringing(second) is None and ringing(third) is None
     first.transfer("completed")
     for call in (second, third):
@@ -221,7 +242,7 @@ def test_places_are_said_honestly_and_move_up_as_callers_ahead_are_served(tmp_pa
     assert ringing(third) is None and third.state.position == 2
     for _ in range(30 // QUEUE_LOOK):
         look(third)
-    assert ("second.wav", "music.wav") in [p.prompts for p in third.of(c.Play)]
+    assert ("second.wav", *MUSIC) in [p.prompts for p in third.of(c.Play)]
     assert lines["support"].place("call-3") == 2
 
 
@@ -232,19 +253,59 @@ def test_callers_ring_different_free_agents_at_the_same_time(tmp_path: Path) -> 
     assert [ringing(call) for call in calls] == [A, B, C]
 
 
-def test_a_caller_behind_gets_an_agent_the_caller_ahead_has_already_tried(tmp_path: Path) -> None:
-    text = QUEUE.replace("agents: [user:agent-a, user:agent-b, user:agent-c]", "agents: [user:agent-a, user:agent-b]") \
-        .replace("rounds: 1", "rounds: 3")
-    [first, second], _ = callers(tmp_path, 2, text)
+def test_the_caller_first_in_line_is_not_passed_over_when_it_has_rung_every_free_agent(tmp_path: Path) -> None:
+    text = QUEUE.replace("wrap_up: 60", "wrap_up: 600").replace("rounds: 1", "rounds: 3")
+    calls, _ = callers(tmp_path, 4, text)
+    calls[0].start()
+    calls[0].transfer("completed", after=0)  # agent-a is taken for 10 minutes
+    first = calls[1]
     first.start()
-    second.start()
-    assert (ringing(first), ringing(second)) == (A, B)
-    first.transfer("declined", after=2)
-    second.now = first.now
-    # agent-a is free again, but the first caller rang it already: it waits for agent-b; the second takes a.
-    assert ringing(first) is None
-    second.transfer("no_answer", after=0)
-    assert ringing(second) == A
+    assert ringing(first) == B
+    first.transfer("no_answer", after=0)
+    assert ringing(first) == C
+    for call in calls[2:]:
+        call.start()  # they join behind, while agent-c rings for the first caller
+    # agent-b is idle while the first caller rings agent-c: the next caller rings it rather than leave it idle.
+    assert [ringing(c) for c in calls[2:]] == [B, None]
+    first.transfer("no_answer", after=0)
+    # Every free agent has rung for the first caller: its next round starts at once, and the caller behind
+    # it does not take agent-c from it (it was told it is 3 in line).
+    assert ringing(first) == C and first.state.position == 1
+    look(calls[3])
+    assert ringing(calls[3]) is None and calls[3].state.position == 3
+
+
+def test_a_ring_the_line_offered_after_its_answer_was_given_up_on_frees_the_agent_at_the_next_ask() -> None:
+    line = Line()
+    for call in ("x", "y"):
+        line.join(call, AT, 5, hold=600, agents=[A])
+    line.offer("x", AT, [A], queues.IN_ORDER, 2, ring=10)  # x's session never got this answer
+    assert line.taken[A].call == "x"
+    later = AT + timedelta(seconds=15)
+    assert line.offer("x", later, [A], queues.IN_ORDER, 2, ring=10)["agent"] == A  # x asks again: a is free
+
+
+def test_a_call_whose_session_stopped_asking_loses_its_place_to_the_calls_behind() -> None:
+    line = Line()
+    line.join("dead", AT, 5, hold=3600, agents=[A])
+    line.join("alive", AT, 5, hold=3600, agents=[A])
+    line.taken[A] = queues.Taken("someone", "connected", (AT + timedelta(seconds=30)).isoformat())
+    at = AT
+    for _ in range(queues.LEASE // 5 + 1):
+        at += timedelta(seconds=5)
+        answer = line.apply("offer", {"call": "alive", "now": at.isoformat(), "agents": [A], "rounds": 2,
+                                      "ring": 10})
+        if answer["agent"]:
+            break
+    assert answer["agent"] == A and answer["position"] == 1 and line.place("dead") is None
+
+
+def test_callers_of_nodes_with_other_agents_do_not_hold_up_each_other() -> None:
+    line = Line()
+    line.join("x", AT, 5, hold=600, agents=[A])
+    line.taken[A] = queues.Taken("someone", "connected", (AT + timedelta(seconds=300)).isoformat())
+    line.join("y", AT, 5, hold=600, agents=[B])
+    assert line.offer("y", AT, [B], queues.IN_ORDER, 2, ring=10)["agent"] == B
 
 
 def test_round_robin_starts_after_the_agent_offered_the_last_call(tmp_path: Path) -> None:

@@ -108,6 +108,7 @@ class QueueJoin(Command):
     queue: str
     max_callers: int
     hold: int
+    agents: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, kw_only=True)

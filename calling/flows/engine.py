@@ -29,6 +29,8 @@ INVITE_GUARD = 90  # seconds an invitation may take
 QUEUE_LOOK = 5  # seconds between a queue's looks for a free agent (and at its music, deadline, announcements)
 QUEUE_OP_GUARD = 30  # seconds the line's answer may take before it counts as lost
 QUEUE_HOLD_GUARD = 60  # seconds a place in line outlives the longest wait (a session that died leaves then)
+MUSIC_REPEATS = 3  # the music, this many times per playPrompt: fewer requests, no gap while the line answers
+MUSIC_FAILURES = 3  # music plays failed in a row before the caller leaves the queue rather than wait in silence
 UNKNOWN_PROMPT_SECONDS = 30.0  # length assumed for a prompt the bundle has no file for
 MAX_DEPTH = 16  # sub-flow nesting
 
@@ -288,8 +290,7 @@ class _Run:
     def prompt_done(self, node: m.Node, *, failed: bool) -> None:
         self.set(play="")
         if isinstance(node, m.Queue):
-            if not failed:  # the music again; after a failure the next look tries (at most once a look)
-                self.hold(node)
+            self.music_done(node, failed=failed)
             return
         self.cancel_timer()
         if isinstance(node, m.Play):
@@ -413,14 +414,23 @@ class _Run:
     # --- queues (calling/queues.py holds the line; the caller waits here) ---------------------------
 
     def join_line(self, node: m.Queue) -> None:
+        """Sound at once (the greeting, else the music), then ask the line for a place."""
         line = node.queue or f"{self.flow_name()}:{node.id}"
-        ref = self.ref("qjoin")
-        deadline = _plus(self.s.now, node.max_wait)
-        self.set(stage="queue_op", op=ref, since=self.s.now, queued=line, position=0, agent="", deadline=deadline,
-                 announced="", played="")
-        self.emit(c.QueueJoin(ref=ref, queue=line, max_callers=node.max_callers,
-                              hold=node.max_wait + node.ring_timeout + QUEUE_HOLD_GUARD))
+        self.set(queued=line, position=0, agent="", deadline=_plus(self.s.now, node.max_wait), announced="",
+                 playing_until="", attempt=0)
+        if node.greeting:
+            self.sound(node.greeting)
+        else:
+            self.hold(node)
+        self.join(node)
         self.start_timer(QUEUE_LOOK)
+
+    def join(self, node: m.Queue) -> None:
+        ref = self.ref("qjoin")
+        self.set(stage="queue_op", op=ref, since=self.s.now)
+        left = int(_elapsed(self.s.now, self.s.deadline) or 0)
+        self.emit(c.QueueJoin(ref=ref, queue=self.s.queued, max_callers=node.max_callers, agents=node.agents,
+                              hold=max(left, 0) + node.ring_timeout + QUEUE_HOLD_GUARD))
 
     def offer(self, node: m.Queue, rung: str = "") -> None:
         ref = self.ref("qoffer")
@@ -434,14 +444,35 @@ class _Run:
                                    wrap_up=wrap_up))
             self.set(queued="")
 
-    def hold(self, node: m.Queue, lead: tuple[str, ...] = ()) -> None:
-        """Play `lead`, then the music once; its end plays the music again (prompt_done)."""
-        if self.s.play:
+    def sound(self, prompts: tuple[str, ...], *, after: bool = False) -> None:
+        """Play `prompts`: at once (cancelling what plays), or `after` what plays (Graph queues media)."""
+        start = self.s.now
+        if self.s.play and after and (_elapsed(self.s.now, self.s.playing_until) or 0.0) > 0:
+            start = self.s.playing_until
+        elif self.s.play:
             self.set(play="")
             self.emit(c.CancelMedia(ref=self.ref("cancel")))
         ref = self.ref("play")
-        self.set(play=ref, played=self.s.now)
-        self.emit(c.Play(ref=ref, prompts=(*lead, node.music)))
+        self.set(play=ref, playing_until=_plus(start, self.seconds(prompts)))
+        self.emit(c.Play(ref=ref, prompts=prompts))
+
+    def hold(self, node: m.Queue, lead: tuple[str, ...] = (), *, after: bool = False) -> None:
+        """Play `lead`, then the music MUSIC_REPEATS times; the end plays the music again (prompt_done)."""
+        self.sound((*lead, *(node.music,) * MUSIC_REPEATS), after=after)
+
+    def music_done(self, node: m.Queue, *, failed: bool) -> None:
+        """The music (or greeting) ended: play the music again. Music that keeps failing would leave the
+        caller in silence for the whole wait: after MUSIC_FAILURES in a row the caller leaves the line."""
+        if not failed:
+            self.set(attempt=0)
+            self.hold(node)
+            return
+        self.set(attempt=self.s.attempt + 1, playing_until="")
+        if self.s.attempt >= MUSIC_FAILURES:
+            if self.s.stage == "queue_ring":
+                self.set(op="")  # the ring ends with the node: the consult call is hung up
+            self.queue_exit(node, "music_failed", node.no_agents or node.timeout)
+        # otherwise the next look plays it again: at most once a look
 
     def place_prompt(self, node: m.Queue) -> tuple[str, ...]:
         """The prompt that says the caller's place, if there is one for it."""
@@ -456,7 +487,7 @@ class _Run:
     def queue_exit(self, node: m.Queue, outcome: str, target: str) -> None:
         facts = self.wait_facts(node)
         self.leave_line()
-        self.set(agent="", deadline="")
+        self.set(agent="", deadline="", attempt=0)
         self.exit(node, outcome, target, **facts)
 
     def wait_over(self) -> bool:
@@ -471,32 +502,46 @@ class _Run:
         elif isinstance(event, e.QueueReply):
             self.offered(node, event)
 
+    def greeting_plays(self, node: m.Queue) -> bool:
+        """The greeting played on entering the node is still playing (the music is queued after it)."""
+        if not node.greeting or not self.s.play:
+            return False
+        entered = _plus(self.s.deadline, -node.max_wait)
+        return (_elapsed(self.s.now, _plus(entered, self.seconds(node.greeting))) or 0.0) > 0
+
     def joined(self, node: m.Queue, event: e.QueueReply) -> None:
-        if not event.ok:
-            outcome = "overflow" if event.why == "overflow" else "failed"
-            self.milestone("flow.queue", node=node.id, queue=self.s.queued, step="join", outcome=outcome)
-            if outcome == "overflow":
-                self.set(queued="")  # the line did not take the call: nothing to leave
-            self.queue_exit(node, outcome, node.overflow or node.timeout if outcome == "overflow"
-                            else node.no_agents or node.timeout)
-            return
-        again = bool(self.s.played)  # back in line after losing its place: the caller has heard the greeting
-        self.set(position=event.position, announced=self.s.now)
-        self.milestone("flow.queue", node=node.id, queue=self.s.queued, step="join", outcome="joined",
-                       position=event.position, again=again)
-        self.hold(node, (*(() if again else node.greeting), *self.place_prompt(node)))
-        self.offer(node)
+        first = not self.s.announced  # not back in line after losing its place
+        greeting = self.greeting_plays(node)
+        if event.ok and event.position:
+            self.set(position=event.position, announced=self.s.now)
+            self.milestone("flow.queue", node=node.id, queue=self.s.queued, step="join", outcome="joined",
+                           position=event.position, again=not first)
+            if self.place_prompt(node):  # after the greeting if it still plays; else at once, over the music
+                self.hold(node, self.place_prompt(node), after=greeting)
+            elif greeting:
+                self.hold(node, after=True)
+            self.offer(node)
+        elif event.why == "overflow":
+            self.milestone("flow.queue", node=node.id, queue=self.s.queued, step="join", outcome="overflow")
+            self.set(queued="")  # the line did not take the call: nothing to leave
+            self.queue_exit(node, "overflow", node.overflow or node.timeout)
+        else:  # no answer from the line: the caller waits with music; the next look asks again
+            self.set(stage="queue", position=0)
+            if greeting:
+                self.hold(node, after=True)
 
     def offered(self, node: m.Queue, event: e.QueueReply) -> None:
         if event.position:
             self.set(position=event.position)
-        if event.agent:
+        if event.agent and self.wait_over():
+            self.queue_exit(node, "timeout", node.timeout)  # leaving frees the agent the line offered
+        elif event.agent:
             ref = self.ref("transfer")
             self.set(stage="queue_ring", op=ref, agent=event.agent, since=self.s.now)
             self.emit(c.Transfer(ref=ref, target=event.agent, mode="consultative", ring_timeout=node.ring_timeout))
         elif event.why == "exhausted":
             self.queue_exit(node, "no_agents", node.no_agents or node.timeout)
-        elif event.why == "not_waiting":  # the line lost the call (its place expired): back in at the next look
+        elif event.why == "not_waiting":  # the line dropped the call (its place expired): back in at the next look
             self.set(stage="queue", position=0)
         else:  # wait (no agent for this caller yet), or no answer came: the next look asks again
             self.set(stage="queue")
@@ -514,6 +559,8 @@ class _Run:
             self.leave("transfer")
         elif self.wait_over():
             self.queue_exit(node, "timeout", node.timeout)
+        elif outcome == "failed":  # Graph refused the ring: try the next agent at the next look, not in a burst
+            self.set(stage="queue", agent=agent)
         else:
             self.offer(node, rung=agent)
 
@@ -529,25 +576,23 @@ class _Run:
         if stage == "queue_op" and since > QUEUE_OP_GUARD:
             self.set(op="", stage="queue")
             stage = "queue"
-        longest = self.seconds((*node.greeting, *node.positions[:1], node.music)) + MEDIA_GUARD
-        if not self.s.play or (_elapsed(self.s.played, self.s.now) or 0.0) > longest:
+        lost = self.s.playing_until and (_elapsed(self.s.playing_until, self.s.now) or 0.0) > MEDIA_GUARD
+        if not self.s.play or lost:
             self.hold(node)  # the music failed or never reported back: start it again
         if stage != "queue":
             return
         if self.wait_over():
             self.queue_exit(node, "timeout", node.timeout)
             return
+        if not self.s.position:  # not in line (no answer to the join, or its place expired): back in, at the end
+            self.join(node)
+            return
         if self.place_prompt(node) and (_elapsed(self.s.announced, self.s.now) or 0.0) >= node.announce_every:
             self.set(announced=self.s.now)
             self.hold(node, self.place_prompt(node))
-        if self.s.position:
-            self.offer(node)
-        else:  # not in line any more (its place expired): back in, at the end
-            ref = self.ref("qjoin")
-            self.set(stage="queue_op", op=ref, since=self.s.now)
-            self.emit(c.QueueJoin(ref=ref, queue=self.s.queued, max_callers=node.max_callers,
-                                  hold=int(_elapsed(self.s.now, self.s.deadline) or 0) + node.ring_timeout
-                                  + QUEUE_HOLD_GUARD))
+        rung = self.s.agent  # a ring Graph refused, told to the line only now
+        self.set(agent="")
+        self.offer(node, rung=rung)
 
     def local(self, zone: str) -> datetime:
         now = datetime.fromisoformat(self.s.now) if self.s.now else datetime(1970, 1, 1, tzinfo=UTC)
@@ -581,7 +626,7 @@ def _matches(when: m.When, caller: str, called: str, local: datetime) -> bool:
     ))
 
 
-def _plus(moment: str, seconds: int) -> str:
+def _plus(moment: str, seconds: float) -> str:
     start = datetime.fromisoformat(moment) if moment else datetime(1970, 1, 1, tzinfo=UTC)
     return (start + timedelta(seconds=seconds)).isoformat()
 

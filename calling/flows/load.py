@@ -543,8 +543,9 @@ class _Reader:
 
     def _queue_ok(self, queue: m.Queue, path: PathKey) -> bool:
         before = len(self.errors)
+        seen = [a.lower() for a in queue.agents]  # object ids are GUIDs: case does not tell two apart
         for i, agent in enumerate(queue.agents):
-            if agent in queue.agents[:i]:
+            if agent.lower() in seen[:i]:
                 self.fail((*path, "agents", i), f"{agent} is listed twice; each agent once")
         if queue.queue and not _LINE_NAME.fullmatch(queue.queue):
             self.fail((*path, "queue"), f"must be 1 to 100 letters, digits, spaces or . _ : - (it names the "

@@ -435,9 +435,9 @@ class Queue(Node):
     max_callers: int = field(default=20, metadata=meta(
         Integer(1, 200), "Most calls waiting in this line; a caller beyond it goes to `overflow` at once."))
     rounds: int = field(default=2, metadata=meta(
-        Integer(1, 10), "How many times every agent may be rung for one caller without an answer before "
-                        "the caller goes to `no_agents`. Agents taken by other calls are not rung."))
-    wrap_up: int = field(default=30, metadata=meta(
+        Integer(1, 10), "Rounds of ringing for one caller without an answer before it goes to `no_agents`. "
+                        "A round rings every agent that is free; agents taken by other calls are not waited for."))
+    wrap_up: int = field(default=60, metadata=meta(
         Integer(0, 3600), "Seconds after answering a queue call before an agent is rung again (the bot "
                           "leaves the call at the transfer and cannot see when it ends)."))
     timeout: str = field(metadata=meta(NodeRef(), "The node after `max_wait` without an agent."))

@@ -38,14 +38,15 @@ class State:
     tone_seq: int = -1  # highest tone sequenceId seen
     visits: int = 0  # nodes entered so far
     left: str = ""  # how the bot left the call: hangup, transfer, redirect, handoff
-    # A queue node: the line joined ("" none), the caller's last known place, the agent ringing, when the
-    # wait ends, when the place was last said and when the music playing began.
+    # A queue node: the line joined ("" none), the caller's last known place, the agent ringing (or last
+    # rung, until the line is told), when the wait ends, when the place was last said, and when what plays
+    # should end. `attempt` counts music plays failed in a row.
     queued: str = ""
     position: int = 0
     agent: str = ""
     deadline: str = ""
     announced: str = ""
-    played: str = ""
+    playing_until: str = ""
 
     def to_json(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
