@@ -145,12 +145,24 @@ def setup_espeak() -> None:
         apt_install(ESPEAK_PACKAGES, "the say-prompt rendering tests")
 
 
+#: Debian's Chromium for the softphone's browser test (tests/test_softphone_browser.py, driven by playwright-core).
+CHROMIUM_PACKAGES = ("chromium",)
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+def setup_chromium() -> None:
+    """Debian's Chromium, when it is missing: the softphone's browser test runs the page in it."""
+    if sys.platform == "linux" and not CHROMIUM.exists():
+        apt_install(CHROMIUM_PACKAGES, "the softphone's browser test")
+
+
 def test(extra: list[str]) -> int:
     setup()
     setup_node()
     setup_infra()
     setup_mono()
     setup_espeak()
+    setup_chromium()
     say("ruff (lint)")
     lint = run(BIN / "ruff", "check", ".", check=False)
     say("mypy (types)")

@@ -3,6 +3,7 @@
     python -m simulator run SCENARIO.yaml...   [--real-time] [--json FILE]
     python -m simulator check SCENARIO.yaml...
     python -m simulator demo                   [--sim-port N] [--host-port N] [--virtual]
+    python -m simulator serve                  [--port N] [--host-port N] [--bot URL] [--scenario FILE] [--open]
 
 Exit status: 0 when every scenario passed, 1 when one failed, 2 for bad input (a scenario file with
 errors, a busy port). Errors are one line each, never a traceback.
@@ -41,6 +42,16 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--sim-port", type=int, default=DEMO_PORTS[0], help="the simulator's port (default 8090)")
     demo.add_argument("--host-port", type=int, default=DEMO_PORTS[1], help="the local host's port (default 7071)")
     demo.add_argument("--virtual", action="store_true", help="virtual time: finish in a blink")
+    serve = commands.add_parser("serve", help="the simulator on its own, real time, with the browser softphone")
+    serve.add_argument("--port", type=int, default=DEMO_PORTS[0], help="the simulator's port (default 8090)")
+    serve.add_argument("--host-port", type=int, default=DEMO_PORTS[1],
+                       help="the local host's port, without --bot (default 7071)")
+    serve.add_argument("--bot", metavar="URL", help="the calling webhook of a bot you run yourself (func start), "
+                       "e.g. http://localhost:7071/api/calls; no local host is started")
+    serve.add_argument("--scenario", type=Path, default=DEMOS[0],
+                       help="how the parties the bot rings behave, the bot's settings, the default caller "
+                       "(its callees, settings, faults and caller; default scenarios/demo.yaml)")
+    serve.add_argument("--open", action="store_true", help="open the softphone in a browser")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     # The bot's telemetry events go to Application Insights in Azure; here the transcript tells the story.
@@ -56,6 +67,11 @@ def main(argv: list[str] | None = None) -> int:
 def _main(args: argparse.Namespace) -> int:
     from simulator.scenario import load_scenario
 
+    if args.command == "serve":
+        from simulator import serve
+
+        return serve.run(port=args.port, host_port=args.host_port, bot=args.bot, scenario=args.scenario,
+                         open_page=args.open)
     scenarios = []
     problems = []
     for path in DEMOS if args.command == "demo" else args.scenarios:

@@ -86,6 +86,13 @@ class Heard:
     ended_at: float | None = None
     outcome: str = "playing"  # playing | completed | cancelled | failed
 
+    def state(self, now: float) -> str:
+        """Its outcome at `now`: one of several prompts in a playPrompt is over when its own length has
+        passed, though `outcome` changes only when the operation ends."""
+        if self.outcome == "playing" and self.started_at + self.seconds <= now:
+            return "completed"
+        return self.outcome
+
 
 @dataclass
 class Recording:

@@ -33,7 +33,7 @@ from simulator.core import Bot, Meeting, Simulator
 from simulator.directory import Directory, Outcome
 from simulator.faults import Faults, GraphFault, NotificationFault
 from simulator.media_link import MediaLink
-from simulator.server import SimulatorServer
+from simulator.server import Routes, SimulatorServer
 from simulator.speech import Say
 from simulator.transcript import Transcript, render_all
 from simulator.watchdog import Violation
@@ -115,6 +115,11 @@ class Simulation:
     worker_settings: Mapping[str, str] = field(default_factory=dict)
     #: The workers' application, given the recordings sink (default: `mediavm.compliance.recording_app`).
     media_app: Callable[[Any], Any] | None = None
+    #: Routes of its own on the simulator's HTTP server, added before it starts (the softphone).
+    sim_routes: Routes | None = None
+    #: The calling webhook of a bot someone else runs (`func start`, a devhost of its own): no local host is
+    #: started and the function app is not configured from here; that bot takes `env`'s settings itself.
+    bot_url: str | None = None
 
     def __post_init__(self) -> None:
         start = self.starts_at or DEFAULT_EPOCH
@@ -154,22 +159,15 @@ class Simulation:
         return self
 
     async def _start(self) -> None:
-        from devhost.host import DevHost  # imported late: devhost imports the function app
         from functions import runtime
 
-        app = self.app
-        if app is None:
-            import function_app
-
-            app = function_app.app
         sim = Simulator(clock=self.clock, bot=Bot(self.app_id, self.tenant_id, "", {self.number: self.instance_id}),
                         directory=self.directory, faults=self.faults, media_service=self.media_service)
         self.sim = sim
-        self._server = SimulatorServer(sim)
+        self._server = SimulatorServer(sim, routes=self.sim_routes)
         await self._server.start(port=self.sim_port)
-        self._host = DevHost(app, clock=self.clock, store=_store(self.store_path), replay_check=self.replay_check)
-        host_url = await self._host.start(host="127.0.0.1", port=self.host_port)
-        sim.bot.webhook_url = f"{host_url}/api/calls"
+        host_url = await self._start_host() if self.bot_url is None else _public_url(self.bot_url)
+        sim.bot.webhook_url = self.bot_url or f"{host_url}/api/calls"
         self.bot = BotHandle(self.app_id, self.tenant_id, self.number, self.instance_id, host_url)
         self.env = {
             "BOT_APP_ID": self.app_id,
@@ -183,9 +181,24 @@ class Simulation:
             **({"MEDIA_HANDOFF_TRANSPORT": "inprocess"} if self.media_workers else {}),
             **self.settings,
         }
+        if self._host is None:
+            return  # someone else's bot: it is configured with `env` by whoever runs it
         runtime.reset(runtime.build(self.env, now=self.clock.now, sleep=self.clock.pause))
         for _ in range(self.media_workers):
             await self._start_worker({})
+
+    async def _start_host(self) -> str:
+        """The local host serving the function app; its base URL."""
+        from devhost.host import DevHost  # imported late: devhost imports the function app
+
+        app = self.app
+        if app is None:
+            import function_app
+
+            app = function_app.app
+        self._host = DevHost(app, clock=self.clock, store=_store(self.store_path), replay_check=self.replay_check)
+        url: str = await self._host.start(host="127.0.0.1", port=self.host_port)
+        return url
 
     async def _start_worker(self, settings: Mapping[str, str]) -> Any:
         from calling.config import Settings
@@ -581,11 +594,16 @@ class CallHandle:
 
     def expect_prompt(self, name: str, *, within: float = DEFAULT_WITHIN, to_the_end: bool = True) -> Heard:
         """Wait until the caller hears prompt `name` (its file name without .wav); by default, to its end."""
-        seen = {id(h) for h in self.call.heard if h.name == name and h.outcome != "playing"}
+        sim = self.simulation.simulator
+
+        def over(item: Heard) -> bool:
+            return item.state(sim.now()) != "playing"
+
+        seen = {id(h) for h in self.call.heard if h.name == name and over(h)}
 
         def heard() -> Heard | None:
             for item in self.call.heard:
-                if item.name == name and id(item) not in seen and (item.outcome != "playing" or not to_the_end):
+                if item.name == name and id(item) not in seen and (over(item) or not to_the_end):
                     return item
             return None
 
@@ -696,6 +714,11 @@ class CallHandle:
         if change is None:
             raise ExpectationFailed(self.simulation._failure(what, "the call ended", self.call))
         return change
+
+
+def _public_url(webhook: str) -> str:
+    """A bot's BOT_PUBLIC_URL from its calling webhook: the URL without its `/api/calls`."""
+    return webhook.rstrip("/").removesuffix("/api/calls")
 
 
 def _store(path: str | None) -> Any:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import socket
+from collections.abc import Callable
 
 from aiohttp import web
 
@@ -20,13 +21,21 @@ class PortBusy(OSError):
         return str(self.strerror)
 
 
+#: Adds routes of its own to the simulator's application before it starts (the softphone, simulator/softphone/).
+Routes = Callable[[web.Application, Simulator], None]
+
+
 class SimulatorServer:
-    def __init__(self, sim: Simulator) -> None:
+    def __init__(self, sim: Simulator, *, routes: Routes | None = None) -> None:
         self.sim = sim
+        self._routes = routes
         self._runner: web.AppRunner | None = None
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        self._runner = web.AppRunner(build_app(self.sim), access_log=None)
+        app = build_app(self.sim)
+        if self._routes is not None:
+            self._routes(app, self.sim)
+        self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
         site = web.TCPSite(self._runner, host, port)
         try:
