@@ -14,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from bench import handoff, imports, ivr, load, recorder, webhook
+from bench import handoff, imports, ivr, load, queue, recorder, webhook
 from bench.stats import fit, fmt, ratio, summary, table
 
 
@@ -37,16 +37,17 @@ class Plan:
     recorder_call_seconds: float  # audio of each of them
     recorder_blob: bool  # also through Blob Storage (Azurite), when it is installed
     handoff_calls: int  # hand-offs to the media worker, and service-hosted answers beside them (one at a time)
+    queue_repeats: int  # line operations timed at each size of line
 
 
 FULL = Plan(import_runs=10, import_budget_s=40.0, warmup=40, sequential=500, concurrent=1000, concurrency=20,
             phase_budget_s=10.0, ivr_presses=520, ivr_window=41, ivr_warmup=20, load_baseline=5,
             load_levels=(50, 100, 200), recorder_frames=100_000, recorder_calls=200, recorder_call_seconds=30.0,
-            recorder_blob=True, handoff_calls=200)
+            recorder_blob=True, handoff_calls=200, queue_repeats=400)
 QUICK = Plan(import_runs=3, import_budget_s=15.0, warmup=10, sequential=60, concurrent=120, concurrency=20,
              phase_budget_s=4.0, ivr_presses=60, ivr_window=20, ivr_warmup=10, load_baseline=2,
              load_levels=(5, 10), recorder_frames=10_000, recorder_calls=20, recorder_call_seconds=10.0,
-             recorder_blob=False, handoff_calls=20)
+             recorder_blob=False, handoff_calls=20, queue_repeats=40)
 
 
 def report_imports(result: imports.ImportTimes) -> str:
@@ -297,7 +298,10 @@ def main(argv: list[str] | None = None) -> int:
     print(recorder.report(recording) + "\n", flush=True)
 
     handing = handoff.measure(plan.handoff_calls)
-    print(handoff.report(handing), flush=True)
+    print(handoff.report(handing) + "\n", flush=True)
+
+    line = queue.measure(plan.queue_repeats)
+    print(queue.report(line), flush=True)
     elapsed = time.perf_counter() - started
     load_after = load_average()
     print()
@@ -312,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
             "load_average": {"before": load_before, "after": load_after},
             "imports": import_result.as_json(), "webhook": hook.as_json(), "ivr": steps.as_json(),
             "load": calls.as_json(), "recorder": recording.as_json(), "handoff": handing.as_json(),
+            "queue": line.as_json(),
         }
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(document, indent=2) + "\n")

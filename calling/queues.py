@@ -71,9 +71,15 @@ class Line:
     # --- JSON: the entity's state ----------------------------------------------------------------
 
     def to_json(self) -> dict[str, Any]:
-        return {"v": LINE_VERSION, "last": self.last,
+        """The state as JSON. Callers of one node share its agent list: each list is written once (`teams`),
+        so the state grows by about 150 bytes a caller, not by the list's length."""
+        teams: dict[tuple[str, ...], str] = {}
+        for w in self.waiting:
+            teams.setdefault(tuple(w.agents), str(len(teams)))
+        return {"v": LINE_VERSION, "last": self.last, "teams": {key: list(agents) for agents, key in teams.items()},
                 "waiting": [{"call": w.call, "since": w.since, "until": w.until, "tried": list(w.tried),
-                             "rounds": w.rounds, "seen": w.seen, "agents": list(w.agents)} for w in self.waiting],
+                             "rounds": w.rounds, "seen": w.seen, "team": teams[tuple(w.agents)]}
+                            for w in self.waiting],
                 "taken": {agent: {"call": t.call, "state": t.state, "until": t.until}
                           for agent, t in self.taken.items()}}
 
@@ -85,12 +91,13 @@ class Line:
         if not isinstance(data, Mapping) or data.get("v") != LINE_VERSION:
             return cls()
         waiting = []
+        teams = data.get("teams") if isinstance(data.get("teams"), Mapping) else {}
         for w in data.get("waiting") or ():
             try:
                 waiting.append(Waiting(str(w["call"]), _stamp(w["since"]), _stamp(w["until"]),
                                        [str(a) for a in w.get("tried") or ()], int(w.get("rounds") or 0),
                                        _stamp(w["seen"]) if w.get("seen") else "",
-                                       [str(a) for a in w.get("agents") or ()]))
+                                       [str(a) for a in teams.get(str(w.get("team")), ())]))
             except (KeyError, TypeError, ValueError, AttributeError):
                 continue
         taken = {}

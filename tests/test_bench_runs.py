@@ -85,3 +85,11 @@ def test_quick_benchmark_answers_every_call_times_every_menu_step_and_runs_calls
     assert worker["dropped"] == worker["failed"] == worker["unsupported"] == 0
     assert handing["stub"]["unexpected_requests"] == []
     assert handing["stub"]["sessions_started"] == 20 + handing["warmup"]  # one per service-hosted answer
+
+    # (g) Call queue: the line's operation was timed at each size, beside its one-caller baseline.
+    assert "(g) Call queue" in result.stdout
+    line = document["queue"]
+    assert line["repeats"] == 40 and [s["callers"] for s in line["sizes"]] == [10, 50, 200]
+    for size in [line["baseline"], *line["sizes"]]:
+        assert size["op_us"] > 0 and size["state_bytes"] > 0 and size["need_per_s"] == size["callers"] / 5
+    assert line["sizes"][-1]["state_bytes"] > line["sizes"][0]["state_bytes"]  # every caller is in the state
