@@ -91,7 +91,8 @@ class Line:
         if not isinstance(data, Mapping) or data.get("v") != LINE_VERSION:
             return cls()
         waiting = []
-        teams = data.get("teams") if isinstance(data.get("teams"), Mapping) else {}
+        found = data.get("teams")
+        teams: Mapping[str, Any] = found if isinstance(found, Mapping) else {}
         for w in data.get("waiting") or ():
             try:
                 waiting.append(Waiting(str(w["call"]), _stamp(w["since"]), _stamp(w["until"]),
