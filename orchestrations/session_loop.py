@@ -116,6 +116,14 @@ def run(context: df.DurableOrchestrationContext) -> Generator[Any, Any, Any]:
                 if reply is not None:
                     followups.append(reply)
             else:
+                if isinstance(command, c.Transfer) and command.queue:
+                    # A queue rings agents for as long as the caller waits: a caller whose `terminated` was
+                    # lost must not have agents rung for it. One GET of the call before each ring.
+                    gone = [ev for ev in (yield from _look_call(context, session, state, now))
+                            if isinstance(ev, e.CallEnded)]
+                    if gone:
+                        followups.extend(gone)
+                        continue
                 result = yield from _act(context, session, command, bundle.prompts)
                 if isinstance(command, c.Transfer) and result.get("uncertain"):
                     # Graph may have placed the second call: look for it before placing it again.
@@ -270,8 +278,10 @@ def _look_left(context: df.DurableOrchestrationContext, session: Session, state:
 def _look_before_guard(context: df.DurableOrchestrationContext, session: Session, state: State,
                        now: datetime) -> Generator[Any, Any, list[e.Event]]:
     """The engine's guard timer for a prompt, recording or transfer is due: ask Graph how it ended first."""
-    awaited = state.play if state.stage == "prompt" else state.op if state.stage == "op" else ""
+    awaited = state.play if state.stage == "prompt" else state.op if state.stage in ("op", "queue_ring") else ""
     if awaited.startswith("transfer") and session.consult is None:
+        # A blind transfer, or a queue's ring whose second call is over (handed over or gone) while the caller's
+        # outcome has not come: Graph's view of the caller's call settles it.
         result = yield from _act(context, session, watch.call_request(session.call_id))
         return translate(watch.call_notifications(session.call_id, result), state, now)
     operation = session.ops.get(awaited) if awaited else None

@@ -1,7 +1,7 @@
 """A chaos campaign: every caller path of the sample flows, under every kind of fault, each call checked.
 
 Each fault profile gets its own simulations (a weekday for the menu and the outbound reminder, a Saturday
-for the after-hours voicemail), seeded so a run replays exactly, on the virtual clock. In each, the paths'
+for the after-hours voicemail, the support line for its queue), seeded so a run replays exactly, on the virtual clock. In each, the paths'
 callers (and callees) do what their script says; a step the call no longer allows (the faults sent it
 elsewhere) just ends the script, because a fault may change where a call goes but never how it ends.
 Every call is judged on what must hold whatever happened:
@@ -38,7 +38,12 @@ SUPPORT = "instance:2b7d9c41-8e5a-4f36-a1c2-3d4e5f607182"
 OPERATOR = "+14255550100"
 CALLER = "+14255550123"
 CALLEE = "+14255550177"
-NAMES = {SALES: "sales", SUPPORT: "support", OPERATOR: "operator", CALLEE: "callee"}
+#: flows/support.yaml's agents (its queue rings them in turn, round robin).
+ANA = "user:4f2a6c1e-7b3d-4e58-9a01-b2c3d4e5f601"
+BEN = "user:5b3c7d2f-8c4e-4f69-8b12-c3d4e5f60712"
+CHEN = "user:6c4d8e3a-9d5f-4a7a-9c23-d4e5f6071823"
+NAMES = {SALES: "sales", SUPPORT: "support", OPERATOR: "operator", CALLEE: "callee", ANA: "Ana", BEN: "Ben",
+         CHEN: "Chen"}
 SATURDAY = datetime(2026, 3, 7, 18, 0, tzinfo=UTC)
 ANSWER_DEADLINE = 15.0
 
@@ -47,6 +52,8 @@ ANSWER_DEADLINE = 15.0
 #: never heard of is Graph's to drop, and nothing the bot does could save it.
 LABELS = ("incoming", "establishing", "established", "terminating", "terminated", "transferring",
           "transferAccepted", "tone", "playPrompt", "record")
+#: Where each kind of path runs: the main line on a weekday and a Saturday, the support line's queue.
+DAYS = {"weekday": {}, "saturday": {}, "queue": {"DEFAULT_FLOW": "support"}}
 
 
 def _graph(status: int, rate: float = RATE) -> GraphFault:
@@ -151,6 +158,20 @@ def _after_hours(speak: bool) -> Callable[[Simulation], CallHandle]:
     return script
 
 
+def _queue(wait: float | None = None) -> Callable[[Simulation], CallHandle]:
+    """A caller of the support line: waits in its queue (and hangs up after `wait` s, if given)."""
+    def script(sim: Simulation) -> CallHandle:
+        call = _dial(sim)
+        _attempt(lambda: call.expect_prompt("hold-music", within=60, to_the_end=False))
+        if wait is not None:
+            _attempt(lambda: call.wait(wait))
+            call.hang_up()
+        else:
+            _attempt(lambda: call.expect_ended(within=120))
+        return call
+    return script
+
+
 def _reminder(press: str | None) -> Callable[[Simulation], CallHandle]:
     def script(sim: Simulation) -> CallHandle:
         request = {"to": CALLEE, "flow": "reminder", "from_instance": sim.instance_id}
@@ -190,6 +211,10 @@ PATHS: tuple[CallerPath, ...] = (
     CallerPath("reminder not answered", "weekday", ((CALLEE, "no_answer", 30),), _reminder(None)),
     CallerPath("after hours, message", "saturday", (), _after_hours(True)),
     CallerPath("after hours, silent", "saturday", (), _after_hours(False)),
+    CallerPath("queue: Ana answers", "queue", ((ANA, "answer", 3),), _queue()),
+    CallerPath("queue: Ben declines, Chen answers", "queue", ((BEN, "decline", 2), (CHEN, "answer", 3)), _queue()),
+    CallerPath("queue: hangs up waiting", "queue",
+               ((ANA, "no_answer", 60), (BEN, "no_answer", 60), (CHEN, "no_answer", 60)), _queue(25)),
 )
 
 
@@ -254,11 +279,11 @@ def judge(call: SimCall, recordings_dir: Path, calls: Iterable[SimCall] = ()) ->
 def run_profile(profile: str, *, seed: int = 7, paths: Iterable[CallerPath] = PATHS) -> list[Row]:
     rows: list[Row] = []
     chosen = list(paths)
-    for day in ("weekday", "saturday"):
+    for day, settings in DAYS.items():
         day_paths = [p for p in chosen if p.day == day]
         if not day_paths:
             continue
-        sim = Simulation(starts_at=SATURDAY if day == "saturday" else None, watchdog=False)
+        sim = Simulation(settings=settings, starts_at=SATURDAY if day == "saturday" else None, watchdog=False)
         sim.faults.rng = random.Random(f"{seed}:{profile}:{day}")  # noqa: S311 (reproducible faults)
         with sim:
             for fault in PROFILES[profile]():

@@ -15,6 +15,7 @@ import pytest
 
 from calling.queues import Line
 from simulator.calls import SimCall
+from simulator.faults import NotificationFault
 from simulator.harness import CallHandle, Simulation
 from simulator.scenario import load_scenario, run_scenario
 
@@ -227,3 +228,30 @@ def test_entity_keys_for_names_that_need_changing_keep_lines_apart() -> None:
     assert entity_key("t", "main-menu:support") == "t:main-menu:support"
     assert entity_key("t", "a/b") != entity_key("t", "a_b")
     assert len(entity_key("t", "x" * 300)) <= 102 and entity_key("t", "x" * 300) != entity_key("t", "x" * 299)
+
+
+def test_a_caller_whose_hang_up_was_lost_gets_no_more_agents_rung_for_it() -> None:
+    with Simulation(settings=SUPPORT) as sim:
+        for agent in AGENTS:
+            sim.callee(agent, "no_answer", after=90)
+        call = sim.dial(from_phone="+14255550100", to=sim.bot)
+        call.expect_consult(to=ANA, outcome=None)
+        sim.fault(NotificationFault("terminated", "drop"))  # the caller's own `terminated` never reaches the bot
+        call.hang_up()
+        sim.wait(60)
+        # Ana rang out; before ringing Ben the bot asked Graph for the caller's call, found it gone, and ended.
+        assert [r[0] for r in rings(sim)] == [ANA]
+        gets = [e for e in call.call.transcript.entries if e.summary.startswith("bot asks for the call")]
+        assert gets, "the bot never asked Graph about the caller's call"
+
+
+def test_a_lost_terminated_after_the_hand_over_rings_nobody_else() -> None:
+    with Simulation(settings=SUPPORT) as sim:
+        sim.callee(ANA, "answer", after=4)
+        call = sim.dial(from_phone="+14255550100", to=sim.bot)
+        call.expect_consult(to=ANA, outcome=None)
+        sim.fault(NotificationFault("terminated", "drop"))  # the first to end: the caller's, at the hand-over
+        call.expect_ended()
+        sim.wait(120)
+        assert call.call.termination_reason == "AppTransferred"
+        assert [r[0] for r in rings(sim)] == [ANA]

@@ -91,12 +91,14 @@ class SaveRecording(Command):
 class Transfer(Command):
     """Transfer to `target` (`user:`, `+E164`, `instance:`). `blind`: Graph's transfer at once.
     `consultative`: call the target first, give up after `ring_timeout` s, then transfer with
-    replacesCallId. The result comes back as TransferOutcome(ref)."""
+    replacesCallId. The result comes back as TransferOutcome(ref). `queue`: a queue's ring of an agent
+    (the line's name), placed only while the caller is still on the line."""
 
     ref: str
     target: str
     mode: str
     ring_timeout: int
+    queue: str = ""
 
 
 @dataclass(frozen=True, kw_only=True)

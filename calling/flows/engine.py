@@ -538,7 +538,8 @@ class _Run:
         elif event.agent:
             ref = self.ref("transfer")
             self.set(stage="queue_ring", op=ref, agent=event.agent, since=self.s.now)
-            self.emit(c.Transfer(ref=ref, target=event.agent, mode="consultative", ring_timeout=node.ring_timeout))
+            self.emit(c.Transfer(ref=ref, target=event.agent, mode="consultative", ring_timeout=node.ring_timeout,
+                                 queue=self.s.queued))
         elif event.why == "exhausted":
             self.queue_exit(node, "no_agents", node.no_agents or node.timeout)
         elif event.why == "not_waiting":  # the line dropped the call (its place expired): back in at the next look
