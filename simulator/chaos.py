@@ -1,9 +1,10 @@
 """A chaos campaign: every caller path of the sample flows, under every kind of fault, each call checked.
 
 Each fault profile gets its own simulations (a weekday for the menu and the outbound reminder, a Saturday
-for the after-hours voicemail, the support line for its queue), seeded so a run replays exactly, on the virtual clock. In each, the paths'
-callers (and callees) do what their script says; a step the call no longer allows (the faults sent it
-elsewhere) just ends the script, because a fault may change where a call goes but never how it ends.
+for the after-hours voicemail, the support line for its queue), seeded so a run replays exactly, on the
+virtual clock. In each, the paths' callers (and callees) do what their script says; a step the call no
+longer allows (the faults sent it elsewhere) just ends the script, because a fault may change where a call
+goes but never how it ends.
 Every call is judged on what must hold whatever happened:
 
 - an incoming call is answered, rejected or redirected within Graph's deadline (never dropped unanswered);

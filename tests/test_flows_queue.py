@@ -98,6 +98,9 @@ def test_the_agent_answering_hands_the_caller_over_and_leaves_the_line_with_the_
     assert call.phase == "leaving" and call.state.left == "transfer"
     assert lines["support"].waiting == [] and lines["support"].taken[A].state == "connected"
     assert call.milestones("flow.transfer")[-1]["outcome"] == "completed"
+    [node] = call.milestones("flow.node")
+    assert (node["outcome"], node["queue"], node["agent"], node["position"]) == ("answered", "support", A, 1)
+    assert node["waited"] == 4.0  # rung at once, answered after 4 s
 
 
 def test_agents_who_do_not_answer_are_tried_in_order_then_the_caller_goes_to_no_agents(tmp_path: Path) -> None:

@@ -608,8 +608,9 @@ def test_workbook_queries_use_documented_events_and_cover_the_panels() -> None:
     assert workbook["version"] == "Notebook/1.0"
     assert workbook["fallbackResourceIds"] == ["__APPLICATION_INSIGHTS_ID__"]
     queries = {item["name"]: item["content"]["query"] for item in workbook["items"] if item["type"] == 3}
-    assert {"calls-per-hour", "answer-latency", "ivr-drop-off", "transfer-outcomes", "action-failures",
-            "result-codes"} <= set(queries)
+    assert {"calls-per-hour", "answer-latency", "ivr-drop-off", "transfer-outcomes", "queue-waits",
+            "action-failures", "result-codes"} <= set(queries)
+    assert '"queue"' in queries["queue-waits"] and "waited" in queries["queue-waits"]  # flow.node of queue nodes
     documented = documented_event_names()
     used = set().union(*(event_names_in(q) for q in queries.values()))
     assert {"call.incoming", "call.answered", "flow.ended", "flow.transfer", "call.action_failed",

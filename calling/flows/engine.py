@@ -481,7 +481,7 @@ class _Run:
 
     def wait_facts(self, node: m.Queue) -> dict[str, c.Fact]:
         waited = node.max_wait - (_elapsed(self.s.now, self.s.deadline) or 0.0)
-        return {"queue": node.queue or None, "position": self.s.position or None,
+        return {"queue": self.s.queued or node.queue or None, "position": self.s.position or None,
                 "waited": round(max(waited, 0.0), 3)}
 
     def queue_exit(self, node: m.Queue, outcome: str, target: str) -> None:
@@ -554,9 +554,10 @@ class _Run:
                        subcode=event.subcode, ring_seconds=_elapsed(self.s.since, self.s.now), timed_out=timed_out)
         self.set(agent="")
         if outcome == "completed":
+            facts = self.wait_facts(node)
             self.leave_line(answered_by=agent, wrap_up=node.wrap_up)
-            self.milestone("flow.node", node=node.id, type=node.TYPE, outcome="answered", next=None,
-                           **self.wait_facts(node), agent=agent)
+            self.milestone("flow.node", node=node.id, type=node.TYPE, outcome="answered", next=None, **facts,
+                           agent=agent)
             self.leave("transfer")
         elif self.wait_over():
             self.queue_exit(node, "timeout", node.timeout)
