@@ -22,7 +22,7 @@ import azure.functions as func
 import pytest
 
 from devhost import DevHost, MemoryStore, SqliteStore
-from devhost.durable import entities
+from devhost.durable import actions, entities
 from simulator.clock import VirtualClock
 
 app = df.DFApp(http_auth_level=func.AuthLevel.ANONYMOUS)
@@ -31,6 +31,10 @@ app = df.DFApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 seen: list[tuple[Any, str]] = []
 gate = threading.Event()
 slow_started = threading.Event()
+#: How many more times `flaky` makes the worker's answer unusable (the extension aborts and retries the batch).
+flaky_failures: list[None] = []
+#: One entry per run of `moving_key`.
+moving_runs: list[None] = []
 
 
 @app.entity_trigger(context_name="context", entity_name="Counter")
@@ -46,6 +50,15 @@ def counter(context: df.DurableEntityContext) -> None:
         context.set_result(total + amount)
     elif operation == "get":
         context.set_result(total)
+    elif operation == "shift":  # order-sensitive: 1, 2, 3 give 123
+        context.set_state(total * 10 + context.get_input())
+    elif operation == "flaky":
+        if flaky_failures:
+            flaky_failures.pop()
+            context.set_state(object())  # not JSON-serialisable: the SDK cannot write the result
+        else:
+            context.set_state(total + 1000)
+            context.set_result("flaky done")
     elif operation == "slow":
         slow_started.set()
         gate.wait(10)
@@ -94,10 +107,17 @@ def does_not_catch(context: df.DurableOrchestrationContext) -> Any:
 
 
 @app.orchestration_trigger(context_name="context")
+def calls(context: df.DurableOrchestrationContext) -> Any:
+    spec = context.get_input()
+    result = yield context.call_entity(df.EntityId("counter", spec["key"]), spec["op"])
+    return result
+
+
+@app.orchestration_trigger(context_name="context")
 def signals_three(context: df.DurableOrchestrationContext) -> Any:
     entity = df.EntityId("counter", context.get_input())
-    for amount in (1, 2, 3):
-        context.signal_entity(entity, "add", amount)
+    for digit in (1, 2, 3):
+        context.signal_entity(entity, "shift", digit)
     yield context.create_timer(context.current_utc_datetime + timedelta(seconds=1))
     return "sent"
 
@@ -111,6 +131,43 @@ def race(context: df.DurableOrchestrationContext) -> Any:
         timeout.cancel()
         return {"winner": "entity", "result": call.result}
     return {"winner": "timer"}
+
+
+@app.orchestration_trigger(context_name="context")
+def impatient(context: df.DurableOrchestrationContext) -> Any:
+    """Calls `flaky` with a 5 s timeout. On a timeout it returns, or continues as new once to read the counter."""
+    spec = context.get_input()
+    entity = df.EntityId("counter", spec["key"])
+    if spec.get("read"):
+        total = yield context.call_entity(entity, "get")
+        return total
+    call = context.call_entity(entity, "flaky")
+    timeout = context.create_timer(context.current_utc_datetime + timedelta(seconds=5))
+    winner = yield context.task_any([call, timeout])
+    if winner == call:
+        timeout.cancel()
+        return "entity"
+    if spec.get("continue"):
+        context.continue_as_new({"key": spec["key"], "read": True})  # the call is still waiting for its answer
+        return None
+    return "timer"
+
+
+@app.orchestration_trigger(context_name="context")
+def moving_key(context: df.DurableOrchestrationContext) -> Any:
+    """Nondeterministic on purpose: the first call goes to another entity on every run."""
+    moving_runs.append(None)
+    first = yield context.call_entity(df.EntityId("counter", f"moving-{len(moving_runs)}"), "add", 1)
+    second = yield context.call_entity(df.EntityId("counter", "moving-fixed"), "add", 1)
+    return [first, second]
+
+
+@app.orchestration_trigger(context_name="context")
+def signals_then_fails(context: df.DurableOrchestrationContext) -> Any:
+    entity = df.EntityId("counter", context.get_input())
+    total = yield context.call_entity(entity, "add", 1)
+    context.signal_entity(entity, "add", 10)
+    raise ValueError(f"failed after {total}")
 
 
 @app.orchestration_trigger(context_name="context")
@@ -131,6 +188,8 @@ def _fresh() -> Iterator[None]:
     seen.clear()
     gate.clear()
     slow_started.clear()
+    flaky_failures.clear()
+    moving_runs.clear()
     yield
     gate.set()  # never leave a worker thread blocked
 
@@ -200,7 +259,10 @@ async def test_calls_are_answered_and_the_history_has_the_extension_shape(
     assert list(first) == ["op", "input", "id", "parent", "parentExecution", "Timestamp", "Predecessor"]
     assert first["op"] == "add" and first["parent"] == "one" and first["parentExecution"] == execution
     assert first["input"] == json.dumps("1"), "the SDK's JSON text, kept as a JSON string (RequestMessage.SetInput)"
-    assert first["id"] == entities.request_guid("one", clock.now(), 0), "DurableOrchestrationContext.NewGuid"
+    # DurableOrchestrationContext.NewGuid: GuidManager.CreateDeterministicGuid(UrlNamespaceValue,
+    # "one_2026-03-03T18:00:00.0000000Z_0"), a v5 UUID worked out with hashlib.sha1 over the namespace bytes and
+    # the UTF-8 name, not with devhost's code.
+    assert first["id"] == "52a5eacb-7143-52a5-8cf0-0fb8661eb464"
     assert first["Timestamp"] == "2026-03-03T18:00:00Z" and first["Predecessor"] == entities.NO_TIME
     second = json.loads(sent[1]["Input"])
     assert second["Predecessor"] == "2026-03-03T18:00:00Z" and second["Timestamp"] == "2026-03-03T18:00:00.0000001"
@@ -255,8 +317,8 @@ async def test_requests_queued_together_run_as_one_batch_in_arrival_order(
         clock: VirtualClock, host: DevHost, client: df.DurableOrchestrationClient) -> None:
     await client.start_new("signals_three", "three", "batch")
     await finished(clock, host, "three")
-    assert batches() == [["add", "add", "add"]], "the three signals of one episode arrived together"
-    assert state_of(host, "batch") == 6
+    assert batches() == [["shift", "shift", "shift"]], "the three signals of one episode arrived together"
+    assert state_of(host, "batch") == 123, "and ran in the order they were sent"
 
 
 async def test_an_operation_error_reaches_the_orchestrator_as_an_exception(
@@ -413,3 +475,162 @@ async def test_state_survives_the_host_and_an_interrupted_batch_runs_again(tmp_p
         status = await finished(clock, second, "after")
         assert status["output"] == [104]
     assert [operation for _, operation in seen].count("slow") == 2, "at least once: the interrupted batch ran again"
+
+
+async def test_a_signal_queued_behind_an_interrupted_batch_survives_the_host(tmp_path: Path) -> None:
+    path = tmp_path / "durable.sqlite3"
+    clock = VirtualClock()
+    async with DevHost(app, clock=clock, store=path) as first:
+        client = df.DurableOrchestrationClient(first.client_binding())
+        await client.signal_entity(df.EntityId("counter", "queued"), "slow")
+        assert await asyncio.to_thread(slow_started.wait, 10)
+        # Accepted (committed to the store) while the entity is busy: it waits in the queue.
+        await client.signal_entity(df.EntityId("counter", "queued"), "add", 1)
+        assert batches() == [["slow"]]
+    gate.set()
+    seen.clear()
+    async with DevHost(app, clock=clock, store=path) as second:
+        await clock.run_until(lambda: state_of(second, "queued") == 101, within=5)
+    assert batches() == [["slow", "add"]], "the new host ran the interrupted request and the queued signal, in order"
+
+
+# ------------------------------------------------------------------------------ abort and retry of a batch
+
+async def test_an_aborted_batch_is_retried_and_its_caller_answered_once(
+        clock: VirtualClock, host: DevHost, client: df.DurableOrchestrationClient) -> None:
+    flaky_failures.append(None)
+    await client.start_new("calls", "retry", {"key": "retry", "op": "flaky"})
+    status = await finished(clock, host, "retry")
+    assert status["output"] == "flaky done"
+    assert batches() == [["flaky"], ["flaky"]], "the unusable answer aborted the batch; the retry ran it again"
+    assert state_of(host, "retry") == 1000, "nothing of the aborted attempt was committed"
+    raised = [e for e in host.history("retry") if e["EventType"] == "EventRaised"]
+    assert [json.loads(e["Input"]) for e in raised] == [{"result": json.dumps("flaky done")}]
+
+
+async def test_a_new_request_waits_for_the_retry_of_an_aborted_batch(
+        clock: VirtualClock, host: DevHost, client: df.DurableOrchestrationClient) -> None:
+    flaky_failures.append(None)
+    await client.signal_entity(df.EntityId("counter", "wait"), "flaky")
+    await clock.run_until(lambda: len(seen) == 1, within=1)
+    await client.signal_entity(df.EntityId("counter", "wait"), "add", 1)
+    await clock.settle()
+    assert batches() == [["flaky"]] and state_of(host, "wait") is None, "the new signal did not start the retry"
+    await clock.run_until(lambda: state_of(host, "wait") == 1001, within=30)
+    assert batches() == [["flaky"], ["flaky", "add"]], "the retried batch took the signal that arrived meanwhile"
+
+
+async def test_a_timer_that_beats_an_entity_call_ignores_the_late_answer(
+        clock: VirtualClock, host: DevHost, client: df.DurableOrchestrationClient) -> None:
+    flaky_failures.append(None)  # the call's batch is aborted: its answer comes with the retry, after the timer
+    await client.start_new("impatient", "late", {"key": "late"})
+    status = await finished(clock, host, "late")
+    assert status["runtimeStatus"] == "Completed" and status["output"] == "timer"
+    before = host.history("late")
+    await clock.run_until(lambda: state_of(host, "late") == 1000, within=30)
+    await clock.settle()
+    assert batches() == [["flaky"], ["flaky"]], "the call was answered after all"
+    assert host.status("late") == status and host.history("late") == before, "the finished orchestration ignored it"
+
+
+async def test_continue_as_new_with_a_call_still_pending(
+        clock: VirtualClock, host: DevHost, client: df.DurableOrchestrationClient) -> None:
+    flaky_failures.append(None)
+    await client.start_new("impatient", "again", {"key": "again", "continue": True})
+    status = await finished(clock, host, "again")
+    assert status["runtimeStatus"] == "Completed"
+    assert status["output"] == 1000, "the new execution's call ran after the old execution's request"
+    events = host.history("again")
+    assert json.loads(json.loads(events[1]["Input"])) == {"key": "again", "read": True}  # the SDK's JSON text
+    [sent] = [json.loads(e["Input"]) for e in events if e["EventType"] == "EventSent"]
+    assert sent["op"] == "get" and sent["parentExecution"] == events[1]["OrchestrationInstance"]["ExecutionId"]
+    assert [e["Name"] for e in events if e["EventType"] == "EventRaised"] == [sent["id"]], \
+        "the answer to the old execution's call did not reach the new execution"
+    assert batches() == [["flaky"], ["flaky", "get"]]
+
+
+# ----------------------------------------------------------------------- what DurableTask.Core lets through
+
+async def test_an_entity_key_that_changes_between_episodes_is_not_nondeterminism(clock: VirtualClock) -> None:
+    """HandleEventSentEvent checks only that an `op` event is sent at that sequence number, not where to."""
+    async with DevHost(app, clock=clock, replay_check=False) as dev:
+        client = df.DurableOrchestrationClient(dev.client_binding())
+        await client.start_new("moving_key", "moving")
+        status = await finished(clock, dev, "moving")
+        assert status["runtimeStatus"] == "Completed", status["output"]
+        assert status["output"] == [1, 1]
+        assert len(moving_runs) == 3, "the orchestrator ran once per episode, each time calling another entity"
+
+
+async def test_replay_check_still_refuses_an_entity_key_that_changes(
+        clock: VirtualClock, host: DevHost, client: df.DurableOrchestrationClient) -> None:
+    await client.start_new("moving_key", "strict")
+    status = await finished(clock, host, "strict")
+    assert status["runtimeStatus"] == "Failed" and "Non-deterministic" in status["output"]
+
+
+def test_the_prefix_check_compares_entity_actions_as_durable_task_core_does() -> None:
+    call = {"actionType": 7, "instanceId": "@counter@a", "operation": "add"}
+    signal = {"actionType": 9, "instanceId": "@counter@b", "operation": "add"}
+    activity = {"actionType": 0, "functionName": "work"}
+    recorded = [actions.signature(call)]
+    assert actions.prefix_mismatch(recorded, [signal]) is None, "a call and a signal are both a SendEvent `op`"
+    assert actions.prefix_mismatch(recorded, [activity]) is not None
+    assert "SIGNAL_ENTITY('@counter@b')" in (actions.prefix_mismatch(recorded, [signal], strict=True) or "")
+    assert actions.prefix_mismatch(recorded, [call], strict=True) is None
+
+
+async def test_signals_sent_before_an_orchestrator_fails_are_delivered(
+        clock: VirtualClock, host: DevHost, client: df.DurableOrchestrationClient) -> None:
+    await client.start_new("signals_then_fails", "fails", "sent")
+    status = await finished(clock, host, "fails")
+    assert status["runtimeStatus"] == "Failed"
+    assert status["output"] == "Orchestrator function 'signals_then_fails' failed: failed after 1"
+    events = host.history("fails")
+    assert [e["EventType"] for e in events] == [
+        "OrchestratorStarted", "ExecutionStarted", "EventSent", "OrchestratorCompleted",
+        "OrchestratorStarted", "EventRaised", "EventSent", "ExecutionCompleted", "OrchestratorCompleted"]
+    signal = [e for e in events if e["EventType"] == "EventSent"][1]
+    assert signal["EventId"] == 1 and signal["InstanceId"] == "@counter@sent"
+    assert json.loads(signal["Input"])["signal"] is True
+    await clock.run_until(lambda: state_of(host, "sent") == 11, within=5)
+
+
+# ----------------------------------------------------------------------------------------- listing entities
+
+async def test_listing_entities_pages_by_top_and_filters_by_last_operation_time(
+        clock: VirtualClock, host: DevHost, client: df.DurableOrchestrationClient) -> None:
+    for key in ("a", "b", "c"):
+        await client.signal_entity(df.EntityId("counter", key), "add", 1)
+    await clock.run_until(lambda: all(state_of(host, k) == 1 for k in "abc"), within=5)
+    await clock.pass_time(60)
+    await client.signal_entity(df.EntityId("counter", "d"), "add", 1)
+    await clock.run_until(lambda: state_of(host, "d") == 1, within=5)
+    base = f"{host.url}/runtime/webhooks/durabletask/entities/counter"
+
+    async def keys(session: aiohttp.ClientSession, query: str, token: str = "") -> tuple[list[str], str]:
+        response = await session.get(f"{base}?{query}", headers={"x-ms-continuation-token": token})
+        assert response.status == 200
+        return [e["entityId"]["key"] for e in await response.json()], response.headers["x-ms-continuation-token"]
+
+    async with aiohttp.ClientSession() as session:
+        assert await keys(session, "top=3") == (["a", "b", "c"], "3")
+        assert await keys(session, "top=3", "3") == (["d"], "")
+        assert await keys(session, "pageSize=1") == (["a", "b", "c", "d"], ""), "the extension has no pageSize"
+        assert await keys(session, "lastOperationTimeFrom=2026-03-03T18:00:30Z") == (["d"], "")
+        assert await keys(session, "lastOperationTimeTo=2026-03-03T18:00:30Z") == (["a", "b", "c"], "")
+        assert await keys(session, "lastOperationTimeFrom=2026-03-03T18:01:00Z&lastOperationTimeTo="
+                                   "2026-03-03T18:01:00Z") == (["d"], ""), "both ends are included"
+
+
+async def test_listing_entities_returns_100_at_a_time_by_default(
+        clock: VirtualClock, host: DevHost, client: df.DurableOrchestrationClient) -> None:
+    await asyncio.gather(*(client.signal_entity(df.EntityId("counter", f"e{n:03d}"), "add", 1) for n in range(101)))
+    await clock.run_until(lambda: len(seen) == 101, within=5)
+    async with aiohttp.ClientSession() as session:
+        response = await session.get(f"{host.url}/runtime/webhooks/durabletask/entities/counter")
+        page = await response.json()
+        assert len(page) == 100 and response.headers["x-ms-continuation-token"] == "100"
+        response = await session.get(f"{host.url}/runtime/webhooks/durabletask/entities/counter",
+                                     headers={"x-ms-continuation-token": "100"})
+        assert [e["entityId"]["key"] for e in await response.json()] == ["e100"]

@@ -53,8 +53,9 @@ log = logging.getLogger("devhost.durable")
 
 #: Statuses DurableTask.Core refuses to overwrite when overridableExistingInstanceStates is NonRunningStates.
 RUNNING = frozenset({"Running", "Pending", "ContinuedAsNew", "Suspended"})
-#: Seconds before an aborted entity batch (the worker's answer was unusable) is tried again, as DurableTask
-#: abandons the work item and its messages come back later.
+#: Seconds before an aborted entity batch (the worker's answer was unusable) is tried again. DurableTask
+#: abandons the work item and hands it out again after a back-end-specific backoff; this is an approximation.
+#: The entity's queue waits until then: new requests do not start it early.
 ENTITY_RETRY_SECONDS = 10.0
 
 
@@ -216,8 +217,8 @@ class Engine:
         task.add_done_callback(self._tasks.discard)
 
     def _kick(self, instance_id: str) -> None:
-        if self._closing:
-            return
+        if self._closing or instance_id in self._entity_retries:
+            return  # an entity waiting to retry an aborted batch runs its queue when the retry is due
         task = self._drains.get(instance_id)
         if task is None or task.done():
             work = self._drain_entity(instance_id) if entities.is_entity(instance_id) else self._drain(instance_id)
@@ -313,6 +314,7 @@ class Engine:
         function = self._index.orchestrator(record.name)
         failure: str | None = None
         state: actions.OrchestratorState | None = None
+        sent: tuple[list[history.Event], list[tuple[str, Message, int]]] = ([], [])
         if function is None:
             failure = unknown_orchestrator(record.name, self._index)
         else:
@@ -324,13 +326,18 @@ class Engine:
                 new_from=len(past)))
             recorded: list[list[Any]] = step.state["scheduled"]
             if state.raw:
-                failure = actions.prefix_mismatch(recorded, state.actions)
-            if failure is None and state.error is None:
-                step.cancel_recorded_timers(state.actions[:len(recorded)])
+                failure = actions.prefix_mismatch(recorded, state.actions, strict=self._replay_check)
+            if failure is None:
+                if state.error is None:
+                    step.cancel_recorded_timers(state.actions[:len(recorded)])
                 for action in state.actions[len(recorded):]:
                     failure = step.schedule(action)
                     if failure:
                         break
+                if failure is not None or state.error is not None:
+                    # The shim replays the actions before it throws, and DurableTask.Core still sends the
+                    # messages an orchestration scheduled before it failed.
+                    sent = step.entity_sends()
             if failure is None and state.error is None and self._replay_check:
                 again = replay.run(function.handle, replay.context_json(
                     instance_id=record.instance_id, parent_instance_id=parent_id,
@@ -346,11 +353,13 @@ class Engine:
             # The extension reports its own refusals (unknown function, nondeterminism) as orchestrator failures.
             log.error("orchestration %s (%s) failed: %s", record.instance_id, record.name, failure)
             step = Step.of(record, now, self._index)
+            step.keep_sends(*sent)
             step.complete("Failed", f"Orchestrator function '{record.name}' failed: {failure}", details=failure)
         elif state is not None and state.error is not None:
             message = f"Orchestrator function '{record.name}' failed: {state.error}"
             log.warning("orchestration %s (%s) failed: %s", record.instance_id, record.name, state.error)
             step = Step.of(record, now, self._index)
+            step.keep_sends(*sent)
             step.complete("Failed", message, details=state.error)
         elif state is not None and state.is_done:
             if step.continues:

@@ -7,8 +7,8 @@ that `create_check_status_response` hands out. Both follow `HttpApiHandler`: sta
 running, 200 once finished, 404 unknown; `showHistory`, `showHistoryOutput`, `showInput`), list and filter,
 terminate / suspend / resume (202, 404, 410), restart, purge (one or by filter), and the entity routes
 (`entities/{name}/{key}`: GET reads the committed state, 200 or 404; POST `?op=` signals and DELETE signals
-`delete`, 202, 400 for an unknown entity or a bad key; GET `entities/{name}` lists). Rewind answers 501: the
-local host does not implement it.
+`delete`, 202, 400 for an unknown entity or a bad key; GET `entities/{name}` lists, `top` at a time). Rewind
+answers 501: the local host does not implement it.
 """
 
 from __future__ import annotations
@@ -35,6 +35,8 @@ WEBHOOK_PATH = "/runtime/webhooks/durabletask"
 RPC_PATH = "/durabletask"
 INSTANCE_PLACEHOLDER = "INSTANCEID"
 _BAD_ARGUMENTS = "One or more of the arguments submitted is incorrect"
+#: EntityQuery.PageSize when the list request has no `top`.
+ENTITY_PAGE_SIZE = 100
 
 
 def client_binding(base_url: str, *, code: str | None = None) -> str:
@@ -401,16 +403,23 @@ class ManagementApi:
             return web.Response(status=202)
 
     async def list_entities(self, request: web.Request) -> web.Response:
-        """HandleListEntitiesRequestAsync: existing entities (of one name), state only with `fetchState=true`."""
+        """HandleListEntitiesRequestAsync: existing entities (of one name), state only with `fetchState=true`.
+
+        `top` is the page size (EntityQuery.PageSize, 100 unless given); `lastOperationTimeFrom` and
+        `lastOperationTimeTo` bound the last operation time, both ends included.
+        """
         name = request.match_info.get("entityName")
         async with self._clock.busy():
             fetch = _flag(request, "fetchState", False)
+            since, until = _when(request, "lastOperationTimeFrom"), _when(request, "lastOperationTimeTo")
             records = [r for r in self._engine.entity_records()
-                       if r.exists and (not name or r.name == name.lower())]
+                       if r.exists and (not name or r.name == name.lower())
+                       and (since is None or r.last_operation_time >= since)
+                       and (until is None or r.last_operation_time <= until)]
             token = request.headers.get("x-ms-continuation-token") or ""
             start = int(token) if token.isdigit() else 0
-            size = request.query.get("pageSize") or ""
-            count = int(size) if size.isdigit() and int(size) > 0 else len(records)
+            size = request.query.get("top") or ""
+            count = int(size) if size.isdigit() and int(size) > 0 else ENTITY_PAGE_SIZE
             page = records[start:start + count]
             payload = [{"entityId": {"name": r.name, "key": r.key},
                         "lastOperationTime": history.timestamp(r.last_operation_time),

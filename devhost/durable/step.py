@@ -4,7 +4,7 @@ A step turns what the orchestrator asked for into the history events DurableTask
 TimerCreated, SubOrchestrationInstanceCreated, EventSent, each with the next sequence number; the completion
 events) and into the work that follows: activities to run, timers to arm, child instances to create, messages
 for other instances and for entities. Nothing of it happens until the engine commits the step, so a step that
-fails is dropped whole.
+fails is dropped, except for the entity messages it sent before the failure (DurableTask.Core sends those).
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from datetime import datetime
 from typing import Any
 
 from azure.durable_functions.models.actions import ActionType
+from azure.durable_functions.models.history import HistoryEventType
 
 from devhost.durable import actions, entities, history, payloads, retries
 from devhost.durable.store import InstanceRecord, Message
@@ -179,6 +180,16 @@ class Step:
         self.scheduling.append(history.event_sent(self.now, event_id, instance_id=target,
                                                   name=entities.REQUEST_EVENT, input_text=text))
         self.messages.append((target, entity_message(self.now, text), EVENT_PRIORITY))
+
+    def entity_sends(self) -> tuple[list[history.Event], list[tuple[str, Message, int]]]:
+        """The EventSent events this step recorded and the entity requests they queued."""
+        events = [e for e in self.scheduling if history.kind(e) == HistoryEventType.EVENT_SENT]
+        return events, [m for m in self.messages if entities.is_entity(m[0])]
+
+    def keep_sends(self, events: list[history.Event], messages: list[tuple[str, Message, int]]) -> None:
+        """Carry another step's entity messages into this one (a failing episode still sends them)."""
+        self.scheduling.extend(events)
+        self.messages.extend(messages)
 
     def schedule_timer(self, timer_id: int, fire_at: datetime, *, armed: bool = True) -> None:
         self.scheduling.append(history.timer_created(self.now, timer_id, fire_at))
