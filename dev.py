@@ -19,6 +19,7 @@ import subprocess
 import sys
 import tempfile
 import venv
+from collections.abc import Mapping
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
@@ -112,10 +113,24 @@ MONO_FILES = (Path("/usr/bin/mcs"), Path("/usr/lib/mono/4.5/Facades/netstandard.
               Path("/usr/lib/libmonosgen-2.0.so.1"))
 
 
-def apt_install(packages: tuple[str, ...], what: str) -> None:
-    """Install Debian packages when this is root with apt-get; else say that `what` will skip, and why."""
+def in_ci(environ: Mapping[str, str] = os.environ) -> bool:
+    """CI is set to anything but empty, 0, false or no (GitHub Actions sets CI=true, others CI=1)."""
+    return environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
+def _without(what: str, needed_in_ci: bool) -> str:
+    """What becomes of `what` without the packages: it skips, or under CI, when it needs them there, it fails."""
+    if needed_in_ci and in_ci():
+        return f"{what} will FAIL without them (CI is set: it does not skip there)"
+    return f"{what} will skip"
+
+
+def apt_install(packages: tuple[str, ...], what: str, *, needed_in_ci: bool = False) -> None:
+    """Install Debian packages when this is root with apt-get; else say that `what` will skip (or, when it is
+    `needed_in_ci` and this is CI, fail), and why."""
     if not (hasattr(os, "geteuid") and os.geteuid() == 0 and shutil.which("apt-get")):
-        say(f"{' '.join(packages)} missing: {what} will skip (apt-get install {' '.join(packages)})")
+        say(f"{' '.join(packages)} missing and this is not root with apt-get: {_without(what, needed_in_ci)} "
+            f"(apt-get install {' '.join(packages)})")
         return
     say(f"installing for {what} (apt-get: {' '.join(packages)})")
     quiet = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
@@ -124,7 +139,7 @@ def apt_install(packages: tuple[str, ...], what: str) -> None:
         done = subprocess.run(command, cwd=ROOT, env=quiet, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                               text=True, check=False)
         if done.returncode != 0:
-            say(f"{' '.join(command[:2])} failed ({done.returncode}): {what} will skip\n"
+            say(f"{' '.join(command[:2])} failed ({done.returncode}): {_without(what, needed_in_ci)}\n"
                 + done.stderr.strip()[-2000:])
             return
 
@@ -153,7 +168,7 @@ CHROMIUM = Path("/usr/bin/chromium")
 def setup_chromium() -> None:
     """Debian's Chromium, when it is missing: the softphone's browser test runs the page in it."""
     if sys.platform == "linux" and not CHROMIUM.exists():
-        apt_install(CHROMIUM_PACKAGES, "the softphone's browser test")
+        apt_install(CHROMIUM_PACKAGES, "the softphone's browser test", needed_in_ci=True)
 
 
 def test(extra: list[str]) -> int:

@@ -28,6 +28,14 @@ DEMOS = (ROOT / "scenarios" / "demo.yaml", ROOT / "scenarios" / "compliance-reco
 DEMO_PORTS = (8090, 7071)
 
 
+def port(text: str) -> int:
+    """A TCP port for argparse: 0 (any free one) to 65535."""
+    number = int(text) if text.isascii() and text.isdigit() else -1
+    if not 0 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port: use 0 (any free port) to 65535")
+    return number
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m simulator", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -39,12 +47,12 @@ def main(argv: list[str] | None = None) -> int:
     check = commands.add_parser("check", help="check scenario files without running them")
     check.add_argument("scenarios", nargs="+", type=Path)
     demo = commands.add_parser("demo", help="simulated calls through the real bot, in real time")
-    demo.add_argument("--sim-port", type=int, default=DEMO_PORTS[0], help="the simulator's port (default 8090)")
-    demo.add_argument("--host-port", type=int, default=DEMO_PORTS[1], help="the local host's port (default 7071)")
+    demo.add_argument("--sim-port", type=port, default=DEMO_PORTS[0], help="the simulator's port (default 8090)")
+    demo.add_argument("--host-port", type=port, default=DEMO_PORTS[1], help="the local host's port (default 7071)")
     demo.add_argument("--virtual", action="store_true", help="virtual time: finish in a blink")
     serve = commands.add_parser("serve", help="the simulator on its own, real time, with the browser softphone")
-    serve.add_argument("--port", type=int, default=DEMO_PORTS[0], help="the simulator's port (default 8090)")
-    serve.add_argument("--host-port", type=int, default=DEMO_PORTS[1],
+    serve.add_argument("--port", type=port, default=DEMO_PORTS[0], help="the simulator's port (default 8090)")
+    serve.add_argument("--host-port", type=port, default=DEMO_PORTS[1],
                        help="the local host's port, without --bot (default 7071)")
     serve.add_argument("--bot", metavar="URL", help="the calling webhook of a bot you run yourself (func start), "
                        "e.g. http://localhost:7071/api/calls; no local host is started")

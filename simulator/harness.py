@@ -102,6 +102,7 @@ class Simulation:
     #: On leaving the `with` block, check no call was left in silence and no session outlives its call
     #: (simulator/watchdog.py; it runs the clock a few minutes on, so only on the virtual clock).
     #: Off only for a test of the watchdog itself, or where the caller checks (`check_calls()`).
+    #: Its rules are about the local host's sessions, so with `bot_url` (no local host) it checks nothing.
     watchdog: bool = True
     #: Play the Teams media service for app-hosted calls: connect to the loopback media session an answer's
     #: blob names and stream each speaker's audio (simulator/media_link.py); any other blob fails the call.
@@ -119,9 +120,12 @@ class Simulation:
     sim_routes: Routes | None = None
     #: The calling webhook of a bot someone else runs (`func start`, a devhost of its own): no local host is
     #: started and the function app is not configured from here; that bot takes `env`'s settings itself.
+    #: It must be the webhook itself, `<BOT_PUBLIC_URL>/api/calls`, without a query.
     bot_url: str | None = None
 
     def __post_init__(self) -> None:
+        if self.bot_url is not None:
+            _public_url(self.bot_url)  # refuses what is not a calling webhook, before anything starts
         start = self.starts_at or DEFAULT_EPOCH
         self.clock: Clock = RealClock(start) if self.real_time else VirtualClock(start)
         self._scratch = tempfile.TemporaryDirectory(prefix="teams-calling-sim-")
@@ -273,7 +277,9 @@ class Simulation:
     def check_calls(self) -> list[Violation]:
         """The watchdog (simulator/watchdog.py): let the clock run watchdog.SETTLE seconds on and check every
         call and session; then every caller still on the line hangs up, and after watchdog.GRACE more seconds
-        every session must have ended."""
+        every session must have ended. Without a local host (`bot_url`) there are no sessions to check: []."""
+        if self._host is None:
+            return []
         self.wait(watchdog.SETTLE)
         found = self._check()
         self._do(self._callers_hang_up)
@@ -717,7 +723,14 @@ class CallHandle:
 
 
 def _public_url(webhook: str) -> str:
-    """A bot's BOT_PUBLIC_URL from its calling webhook: the URL without its `/api/calls`."""
+    """A bot's BOT_PUBLIC_URL from its calling webhook: the URL without its `/api/calls`. ValueError for a URL
+    that is not a calling webhook (no `/api/calls` at the end of its path, or a query)."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(webhook)
+    if parts.query or parts.fragment or not parts.path.rstrip("/").endswith("/api/calls"):
+        raise ValueError(f"bot_url {webhook!r} is not a calling webhook: it must be <BOT_PUBLIC_URL>/api/calls, "
+                         "without a query, e.g. http://localhost:7071/api/calls")
     return webhook.rstrip("/").removesuffix("/api/calls")
 
 

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import TextIO
 from urllib.parse import urlsplit
 
-from calling.config import is_loopback_url
+from calling.config import ConfigError, is_loopback_url
 from calling.yamlsource import SourceErrors
 from devhost.signatures import FunctionLoadError
 
@@ -36,6 +36,12 @@ def bot_url_problem(url: str) -> str | None:
     if not is_loopback_url(url):
         return (f"--bot {url!r} is not on this machine: the simulator listens on loopback only, so a bot "
                 "elsewhere could not reach its Graph (and GRAPH_CREDENTIAL=local is for a loopback Graph only)")
+    if parts.query or parts.fragment:
+        return (f"--bot {url!r} has a query or fragment: give the calling webhook itself, e.g. "
+                "http://localhost:7071/api/calls (BOT_PUBLIC_URL is that URL without /api/calls)")
+    if not parts.path.rstrip("/").endswith("/api/calls"):
+        return (f"--bot {url!r} is not a calling webhook: its path must end in /api/calls, e.g. "
+                "http://localhost:7071/api/calls (BOT_PUBLIC_URL is that URL without /api/calls)")
     return None
 
 
@@ -49,6 +55,7 @@ def run(*, port: int, host_port: int, bot: str | None, scenario: Path, open_page
     from simulator import softphone
     from simulator.harness import Simulation
     from simulator.scenario import load_scenario
+    from simulator.softphone.control import prompt_origin
 
     try:
         spec = load_scenario(scenario)
@@ -58,9 +65,13 @@ def run(*, port: int, host_port: int, bot: str | None, scenario: Path, open_page
     if bot is not None and (problem := bot_url_problem(bot)):
         print(problem, file=sys.stderr)
         return 2
+    def prompt_origins() -> list[str]:  # where the bot's prompts come from, by the settings it was given
+        origin = prompt_origin(sim.env)
+        return [origin] if origin else []
+
     sim = Simulation(settings=spec.settings, real_time=True, directory=spec.directory, faults=spec.faults,
                      sim_port=port, host_port=host_port, watchdog=False, bot_url=bot,
-                     sim_routes=softphone.routes(default_from=spec.call.source))
+                     sim_routes=softphone.routes(default_from=spec.call.source, prompt_origins=prompt_origins))
     try:
         sim.start()
     except OSError as exc:
@@ -71,6 +82,9 @@ def run(*, port: int, host_port: int, bot: str | None, scenario: Path, open_page
         return 2
     except FunctionLoadError as exc:  # the app as the Azure Functions Python worker would refuse it
         print(f"The Functions worker would index no function of function_app.py: {exc}", file=sys.stderr)
+        return 2
+    except ConfigError as exc:  # the scenario's settings, as the app reads them
+        print(f"{spec.file}: the app refuses the scenario's settings: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:  # Ctrl-C while starting: start() has already stopped what it started
         return 130

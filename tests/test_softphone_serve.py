@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 #: Real seconds any one wait for the servers may take before the test gives up (a bound, not a measurement).
@@ -173,6 +174,8 @@ def test_serve_with_a_bot_of_your_own_configured_from_what_it_printed(tmp_path: 
             call = served.call_until(created["id"], lambda c: bool(c["prompts"]))
             assert call["prompts"][0]["name"] in ("welcome", "closed")
             assert call["prompts"][0]["uri"].startswith(f"http://127.0.0.1:{bot_port}/api/prompts/prompts/")
+            audio = httpx.get(f"{served.url}{call['prompts'][0]['audio']}", timeout=30)  # from BOT_PUBLIC_URL
+            assert (audio.status_code, audio.headers["Content-Type"]) == (200, "audio/wav"), audio.text
             assert graph_requests(call)[:2] == ["POST answer 202", "POST playPrompt 200"]
             assert served.http("POST", f"/softphone/calls/{created['id']}/hangup")[0] == 200
             served.call_until(created["id"], lambda c: c["ended"])
@@ -211,3 +214,38 @@ def test_serve_refuses_bad_input_in_one_line(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.splitlines() == [
         f"{bad}:1:8: call.from: 'nobody' is not a party: use +E164, user:<id>, instance:<id>"]
+
+
+@pytest.mark.parametrize(("webhook", "why"), [
+    ("http://localhost:7071/api/calls?code=abc", "has a query or fragment: give the calling webhook itself"),
+    ("http://localhost:7071/api/calls#x", "has a query or fragment"),
+    ("http://localhost:7071", "is not a calling webhook: its path must end in /api/calls"),
+    ("http://localhost:7071/api/callbacks", "is not a calling webhook"),
+])
+def test_serve_refuses_a_bot_url_that_is_not_a_calling_webhook(webhook: str, why: str) -> None:
+    result = run_serve("--bot", webhook)
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"--bot {webhook!r} {why}") and result.stderr.count("\n") == 1, result.stderr
+
+
+def test_serve_refuses_settings_the_app_refuses_in_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text('settings: {GRAPH_RETRY_BUDGET_SECONDS: "abc"}\ncall: {from: "+14255550123", to: bot}\n'
+                   "steps: [{wait: 0}]\n", encoding="utf-8")
+    result = run_serve("--port", "0", "--host-port", "0", "--scenario", str(bad))
+    assert (result.returncode, result.stderr.splitlines()) == (2, [
+        f"{bad}: the app refuses the scenario's settings: invalid configuration: GRAPH_RETRY_BUDGET_SECONDS must "
+        "be a number, got 'abc'"])
+    assert "Softphone:" not in result.stdout
+
+
+@pytest.mark.parametrize("args", [("serve", "--port", "99999"), ("serve", "--port", "-1"),
+                                  ("serve", "--host-port", "65536"), ("serve", "--port", "\u0668\u0660"),
+                                  ("demo", "--sim-port", "99999"), ("demo", "--host-port", "-1")])
+def test_ports_outside_0_to_65535_are_refused(args: tuple[str, ...], capsys: pytest.CaptureFixture[str]) -> None:
+    from simulator.__main__ import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(list(args))
+    assert exited.value.code == 2
+    assert f"argument {args[1]}: {args[2]!r} is not a port: use 0 (any free port) to 65535" in capsys.readouterr().err

@@ -11,9 +11,13 @@
     POST /softphone/calls/{id}/hangup        -> 200: the caller hangs up (an ended call stays ended)
     GET  /softphone/calls/{id}/prompts/{n}   the WAV of the call's n-th prompt, fetched from the URI the bot sent
 
-Refusals are JSON, `{"error": reason}`: 400 for bad input, 404 for an unknown call or prompt, 409 for keys or speech
-on a call that has ended, 502 when the bot's prompt could not be fetched. The decisions are in
-`simulator.softphone.control`; the handlers here only read requests and write answers.
+Refusals are JSON, `{"error": reason}`: 400 for bad input, 404 for an unknown call or prompt (or one that failed
+to play), 409 for keys or speech on a call that has ended, 502 when the bot's prompt could not be fetched or is
+not a WAV. Only this machine's own pages may use it: a request whose Host is not this server on loopback (DNS
+rebinding), or whose Origin is another site's, gets 403; a POST body that is not `application/json`, 415. A
+prompt is fetched only from where the bot's prompts come from (`prompt_origins`), without following redirects,
+at most MAX_PROMPT_BYTES. The decisions are in `simulator.softphone.control`; the handlers here only read
+requests and write answers.
 """
 
 from __future__ import annotations
@@ -21,29 +25,32 @@ from __future__ import annotations
 import asyncio
 import functools
 import json
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-from aiohttp import web
+from aiohttp import hdrs, web
 
 from simulator.calls import SimCall
 from simulator.core import Simulator
+from simulator.media import wav_seconds
 from simulator.server import Routes
 from simulator.softphone.control import (
     KEYPAD,
+    AudioCache,
     BadRequest,
     Cursor,
     Event,
+    Refused,
     call_json,
     call_summary,
     finished,
     parse_dial,
     parse_keys,
     parse_speech,
-    prompt_uri,
+    prompt_to_fetch,
     state_json,
 )
 
@@ -55,21 +62,26 @@ PAGES = {"": ("index.html", "text/html"), "app.js": ("app.js", "text/javascript"
 POLL = 0.1
 HEARTBEAT = 15.0
 PROMPT_FETCH_TIMEOUT = 10.0
+#: The largest prompt the softphone fetches: over five minutes of 16 kHz 16-bit mono PCM.
+MAX_PROMPT_BYTES = 10 * 1024 * 1024
+#: The prompts kept once fetched: at most this many, and this many bytes in all.
+CACHED_PROMPTS = 64
+CACHED_BYTES = 64 * 1024 * 1024
+#: The names this server answers to (with its port): a page on another name reaching it is DNS rebinding.
+LOOPBACK_NAMES = ("127.0.0.1", "localhost", "[::1]")
+
+#: Where the bot's prompts may come from, asked at each fetch (the bot's settings are known only once it starts).
+PromptOrigins = Callable[[], Collection[str]]
 
 
-def routes(*, default_from: str) -> Routes:
+def routes(*, default_from: str, prompt_origins: PromptOrigins | None = None) -> Routes:
     """The softphone's routes for `SimulatorServer(routes=...)` / `Simulation(sim_routes=...)`; `default_from`:
-    the caller the page offers (the demo's)."""
+    the caller the page offers (the demo's). `prompt_origins`: the URLs whose origins the prompt proxy fetches
+    from (`lambda: [control.prompt_origin(simulation.env)]`); default: the bot's calling webhook's."""
     def install(app: web.Application, sim: Simulator) -> None:
-        Softphone(sim, default_from=default_from).install(app)
+        Softphone(sim, default_from=default_from, prompt_origins=prompt_origins).install(app)
 
     return install
-
-
-class Refused(Exception):
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status, self.reason = status, reason
 
 
 Handler = Callable[["Softphone", web.Request], Awaitable[web.StreamResponse]]
@@ -89,6 +101,43 @@ def refusals(handler: Handler) -> Handler:
     return answer
 
 
+def _port(request: web.Request) -> int | None:
+    sockname = request.transport.get_extra_info("sockname") if request.transport is not None else None
+    return int(sockname[1]) if isinstance(sockname, tuple) and len(sockname) >= 2 else None
+
+
+def _trespass(request: web.Request) -> Refused | None:
+    """Why a request may not use the softphone, or None: another site's page (its Origin), a name that is not
+    this server's (a DNS-rebound Host), a POST body that is not JSON (what a cross-site form can send)."""
+    port = _port(request)
+    own = {f"{name}:{port}" for name in LOOPBACK_NAMES} | (set(LOOPBACK_NAMES) if port == 80 else set())
+    host = request.headers.get(hdrs.HOST, "").lower()
+    if host not in own:
+        return Refused(403, f"Host {host!r} is not this server: use http://127.0.0.1:{port} (a page on another "
+                            "name reaching this port is refused)")
+    origin = request.headers.get(hdrs.ORIGIN)
+    if origin is not None and origin.lower() not in {f"http://{name}" for name in own}:
+        return Refused(403, f"Origin {origin!r} is another site: only the softphone's own page "
+                            f"(http://127.0.0.1:{port}) may use it")
+    if request.method == hdrs.METH_POST and (hdrs.CONTENT_TYPE in request.headers or request.body_exists) \
+            and request.content_type != "application/json":
+        sent = f"is {request.content_type}" if hdrs.CONTENT_TYPE in request.headers else "has no Content-Type"
+        return Refused(415, f"the body {sent}: send it as application/json")
+    return None
+
+
+def _guarded(handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+             ) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    @functools.wraps(handler)
+    async def guard(request: web.Request) -> web.StreamResponse:
+        refused = _trespass(request)
+        if refused is not None:
+            return web.json_response({"error": refused.reason}, status=refused.status)
+        return await handler(request)
+
+    return guard
+
+
 async def _body(request: web.Request) -> Any:
     raw = await request.read()
     if not raw.strip():
@@ -100,27 +149,33 @@ async def _body(request: web.Request) -> Any:
 
 
 class Softphone:
-    def __init__(self, sim: Simulator, *, default_from: str) -> None:
+    def __init__(self, sim: Simulator, *, default_from: str, prompt_origins: PromptOrigins | None = None) -> None:
         self.sim = sim
         self.default_from = default_from
+        self.prompt_origins = prompt_origins or (lambda: [sim.bot.webhook_url])
         self._closing = asyncio.Event()
-        self._audio: dict[str, bytes] = {}
+        self._audio = AudioCache(items=CACHED_PROMPTS, size=CACHED_BYTES)
 
     def install(self, app: web.Application) -> None:
-        add = app.router
-        add.add_get("/", self.home)
-        add.add_get("/softphone", self.home)
+        def get(path: str, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> None:
+            app.router.add_get(path, _guarded(handler))
+
+        def post(path: str, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> None:
+            app.router.add_post(path, _guarded(handler))
+
+        get("/", self.home)
+        get("/softphone", self.home)
         for path in PAGES:
-            add.add_get(f"/softphone/{path}", self.page)
-        add.add_get("/softphone/config", self.config)
-        add.add_get("/softphone/calls", self.calls)
-        add.add_post("/softphone/calls", self.dial)
-        add.add_get("/softphone/calls/{id}", self.show)
-        add.add_get("/softphone/calls/{id}/events", self.events)
-        add.add_post("/softphone/calls/{id}/tones", self.tones)
-        add.add_post("/softphone/calls/{id}/speech", self.speech)
-        add.add_post("/softphone/calls/{id}/hangup", self.hangup)
-        add.add_get("/softphone/calls/{id}/prompts/{n}", self.prompt)
+            get(f"/softphone/{path}", self.page)
+        get("/softphone/config", self.config)
+        get("/softphone/calls", self.calls)
+        post("/softphone/calls", self.dial)
+        get("/softphone/calls/{id}", self.show)
+        get("/softphone/calls/{id}/events", self.events)
+        post("/softphone/calls/{id}/tones", self.tones)
+        post("/softphone/calls/{id}/speech", self.speech)
+        post("/softphone/calls/{id}/hangup", self.hangup)
+        get("/softphone/calls/{id}/prompts/{n}", self.prompt)
         app.on_shutdown.append(self._shutdown)
 
     async def _shutdown(self, app: web.Application) -> None:
@@ -160,7 +215,8 @@ class Softphone:
 
     @refusals
     async def dial(self, request: web.Request) -> web.StreamResponse:
-        dial = parse_dial(await _body(request), default_from=self.default_from, default_to=self._number())
+        dial = parse_dial(await _body(request), default_from=self.default_from, default_to=self._number(),
+                          instances=list(dict.fromkeys(self.sim.bot.numbers.values())))
         try:
             call = self.sim.dial(source=dial.source, to=dial.to, display_name=dial.display_name)
         except ValueError as exc:
@@ -196,25 +252,35 @@ class Softphone:
     @refusals
     async def prompt(self, request: web.Request) -> web.StreamResponse:
         call = self._call(request)
-        uri = prompt_uri(call, request.match_info["n"])
-        if uri is None:
-            raise Refused(404, f"call {call.id} has no prompt {request.match_info['n']!r}")
+        uri = prompt_to_fetch(call, request.match_info["n"], self.prompt_origins())
         data = self._audio.get(uri)
         if data is None:
             data = await self._fetch(uri)
-            self._audio[uri] = data
+            self._audio.put(uri, data)
         return web.Response(body=data, content_type="audio/wav", headers={"Cache-Control": "no-store"})
 
     async def _fetch(self, uri: str) -> bytes:
-        """The prompt from where the bot serves it, as Graph's media platform fetches it."""
+        """The prompt from where the bot serves it, as Graph's media platform fetches it: no redirect followed,
+        at most MAX_PROMPT_BYTES, and a WAV Graph plays (what the simulator measured the prompt by)."""
         try:
             async with self.sim.clock.busy(), self.sim.session.get(
-                    uri, timeout=aiohttp.ClientTimeout(total=PROMPT_FETCH_TIMEOUT)) as response:
+                    uri, allow_redirects=False, timeout=aiohttp.ClientTimeout(total=PROMPT_FETCH_TIMEOUT)) as response:
                 if response.status != 200:
                     raise Refused(502, f"the bot answered {response.status} for {uri}")
-                return await response.read()
-        except (aiohttp.ClientError, TimeoutError) as exc:
+                if (response.content_length or 0) > MAX_PROMPT_BYTES:
+                    raise Refused(502, f"{uri} is larger than {MAX_PROMPT_BYTES // 2**20} MB")
+                data = bytearray()
+                async for chunk in response.content.iter_chunked(64 * 1024):
+                    data += chunk
+                    if len(data) > MAX_PROMPT_BYTES:
+                        raise Refused(502, f"{uri} is larger than {MAX_PROMPT_BYTES // 2**20} MB")
+        except (aiohttp.ClientError, TimeoutError, ValueError) as exc:  # ValueError: a host IDNA cannot encode
             raise Refused(502, f"could not fetch {uri}: {exc or type(exc).__name__}") from None
+        try:
+            wav_seconds(bytes(data))
+        except ValueError as exc:
+            raise Refused(502, f"{uri} is not a prompt Graph plays: {exc}") from None
+        return bytes(data)
 
     @refusals
     async def events(self, request: web.Request) -> web.StreamResponse:

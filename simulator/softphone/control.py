@@ -1,16 +1,19 @@
 """The softphone's decisions, free of HTTP: what a request asks for, and what a call looks like to the page.
 
-`simulator.softphone.api` is the thin aiohttp face over these. Every refusal is a `BadRequest` whose message
-is the reason the caller sees (`{"error": reason}`, 400).
+`simulator.softphone.api` is the thin aiohttp face over these. Every refusal is a `BadRequest` (400) or a
+`Refused` (its status) whose message is the reason the caller sees (`{"error": reason}`).
 """
 
 from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from yarl import URL
 
 from simulator.calls import Heard, SimCall
 from simulator.core import TONE_NAMES
@@ -26,12 +29,22 @@ MAX_SPEECH_SECONDS = 120.0
 #: answers and the bot's last requests still reach the transcript.
 LINGER = 3.0
 
-_PHONE = re.compile(r"\+\d{6,15}")
-_PARTY = re.compile(r"(user|instance):[\w.@-]+")
+_PHONE = re.compile(r"\+[0-9]{6,15}")
+_PARTY = re.compile(r"(user|instance):[A-Za-z0-9_.@-]+")
+#: The settings that say where the bot's prompts come from, the first one set winning (calling/config.py).
+PROMPT_SETTINGS = ("PROMPTS_CONTAINER_URL", "PROMPTS_BASE_URL", "BOT_PUBLIC_URL")
 
 
 class BadRequest(Exception):
     """A request the softphone refuses (400): the message says why."""
+
+
+class Refused(Exception):
+    """A request the softphone refuses with `status` (404, 409, 403, 415, 502): `reason` says why."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status, self.reason = status, reason
 
 
 @dataclass(frozen=True)
@@ -61,8 +74,9 @@ def _text(fields: Mapping[str, Any], name: str, default: str) -> str:
     return value.strip()
 
 
-def parse_dial(body: Any, *, default_from: str, default_to: str) -> Dial:
-    """`{"from": ..., "to": ..., "name": ...}`, every field optional (the defaults: the demo's caller, the bot)."""
+def parse_dial(body: Any, *, default_from: str, default_to: str, instances: Collection[str]) -> Dial:
+    """`{"from": ..., "to": ..., "name": ...}`, every field optional (the defaults: the demo's caller, the bot).
+    `instances`: the bot's resource accounts (`instance:<id>` must name one; its numbers the simulator checks)."""
     fields = _fields(body, {"from", "to", "name"})
     source = _text(fields, "from", default_from)
     to = _text(fields, "to", default_to)
@@ -72,6 +86,9 @@ def parse_dial(body: Any, *, default_from: str, default_to: str) -> Dial:
         to = default_to
     if not (_PHONE.fullmatch(to) or (_PARTY.fullmatch(to) and to.startswith("instance:")) or to == "app"):
         raise BadRequest(f"to: {to!r} is not the bot; use one of its numbers (+E164), instance:<id> or app")
+    if to.startswith("instance:") and to.removeprefix("instance:") not in instances:
+        known = ", ".join(f"instance:{i}" for i in instances) or "none"
+        raise BadRequest(f"to: {to} is not one of the bot's resource accounts ({known})")
     name = fields.get("name")
     if name is not None and not isinstance(name, str):
         raise BadRequest("name must be a string")
@@ -133,8 +150,9 @@ def state_json(call: SimCall) -> dict[str, Any]:
 
 
 def started(heard: Heard, now: float) -> bool:
-    """The caller hears it now or heard it: a prompt queued behind another has not begun."""
-    return heard.started_at <= now or heard.outcome != "playing"
+    """The caller hears it now or heard it: a prompt queued behind another has not begun, and one whose operation
+    ended (cancelled, failed, the call ended) before its turn never will."""
+    return heard.started_at <= now and (heard.ended_at is None or heard.started_at <= heard.ended_at)
 
 
 def call_json(call: SimCall, now: float) -> dict[str, Any]:
@@ -156,10 +174,89 @@ def call_summary(call: SimCall) -> dict[str, Any]:
 
 def prompt_uri(call: SimCall, index: str) -> str | None:
     """The URI of the call's prompt number `index` (as the API numbers them), or None."""
-    if not index.isdigit() or int(index) >= len(call.heard):
+    if not (index.isascii() and index.isdigit()) or int(index) >= len(call.heard):
         return None
     uri = call.heard[int(index)].uri
     return uri if uri.startswith(("http://", "https://")) else None
+
+
+Origin = tuple[str, str, int]
+
+
+def origin_of(url: str) -> Origin | None:
+    """(scheme, host, port) of an http(s) URL, as aiohttp's own parser (yarl) reads it; None if it is none."""
+    try:
+        parsed = URL(url)
+        scheme, host, port = parsed.scheme.lower(), parsed.host, parsed.port
+    except (ValueError, TypeError):
+        return None
+    if scheme not in ("http", "https") or not host or port is None:
+        return None
+    return scheme, host.lower(), port
+
+
+def show_origin(origin: Origin) -> str:
+    scheme, host, port = origin
+    return f"{scheme}://{f'[{host}]' if ':' in host else host}:{port}"
+
+
+def prompt_origin(env: Mapping[str, str]) -> str | None:
+    """Where the bot's prompts come from, by its settings: the first of PROMPTS_CONTAINER_URL, PROMPTS_BASE_URL
+    and BOT_PUBLIC_URL that is set (as calling/config.py and calling/prompt_links.py choose)."""
+    return next((env[key] for key in PROMPT_SETTINGS if env.get(key)), None)
+
+
+def prompt_to_fetch(call: SimCall, index: str, origins: Collection[str]) -> str:
+    """The URI the softphone may fetch for the call's prompt `index`: one the bot sent Graph, that played (not
+    one that failed: the caller heard nothing, and its body is not a prompt), from where the bot's prompts come
+    from (`origins`), so the softphone is no way to read other services on this machine. Refused otherwise."""
+    uri = prompt_uri(call, index)
+    if uri is None:
+        raise Refused(404, f"call {call.id} has no prompt {index!r}")
+    if call.heard[int(index)].outcome == "failed":
+        raise Refused(404, f"prompt {index} of call {call.id} failed to play (the transcript says why): "
+                           "it has no audio")
+    allowed = {o for o in map(origin_of, origins) if o is not None}
+    own = origin_of(uri)
+    if own is None or own not in allowed:
+        where = ", ".join(sorted(map(show_origin, allowed))) or "nowhere known"
+        raise Refused(403, f"{uri} is not where the bot's prompts come from ({where}): the softphone fetches "
+                           "only those")
+    return uri
+
+
+class AudioCache:
+    """The prompts' WAVs the softphone fetched, least recently used first out: at most `items` of them, and
+    `size` bytes in all (a WAV larger than that is not kept)."""
+
+    def __init__(self, *, items: int, size: int) -> None:
+        self.items, self.size = items, size
+        self._kept: OrderedDict[str, bytes] = OrderedDict()
+        self.bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._kept)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._kept
+
+    def get(self, key: str) -> bytes | None:
+        data = self._kept.get(key)
+        if data is not None:
+            self._kept.move_to_end(key)
+        return data
+
+    def put(self, key: str, data: bytes) -> None:
+        old = self._kept.pop(key, None)
+        if old is not None:
+            self.bytes -= len(old)
+        if len(data) > self.size:
+            return
+        self._kept[key] = data
+        self.bytes += len(data)
+        while len(self._kept) > self.items or self.bytes > self.size:
+            _, dropped = self._kept.popitem(last=False)
+            self.bytes -= len(dropped)
 
 
 @dataclass(frozen=True)

@@ -5,21 +5,12 @@
 //
 // The caller dials the bot, hears the welcome and the main menu (the page's <audio> plays the WAVs the bot sent),
 // presses 2 on the keypad for support, support rings out, the caller talks into the voicemail and ends it with #
-// on the keyboard, the bot says goodbye and hangs up. Prints what the page showed as JSON; exits 1 with the reason
-// (and the page's transcript) when the page did not show what it should.
-import { createRequire } from "node:module";
+// on the keyboard (held down: the key repeats, but it is one press), the bot says goodbye and hangs up. Prints what
+// the page showed as JSON, with the keys it posted and what changed in the transcript's live region; exits 1 with
+// the reason (and the page's transcript) when the page did not show what it should.
+import { WAIT, argsOrUsage, launch } from "./chromium.mjs";
 
-const require = createRequire(import.meta.url);
-const { chromium } = require("playwright-core");
-
-const [url, screenshot] = process.argv.slice(2);
-if (!url) {
-  console.error("usage: node ivr_call.mjs SOFTPHONE_URL [SCREENSHOT.png]");
-  process.exit(2);
-}
-const WAIT = { timeout: 60_000 };
-const ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-  "--disable-background-networking", "--disable-component-update", "--disable-sync"];
+const [url, screenshot] = argsOrUsage("ivr_call.mjs", " [SCREENSHOT.png]");
 
 function check(condition, message) {
   if (!condition) throw new Error(message);
@@ -38,14 +29,33 @@ async function promptPlaying(page, name) {
   });
 }
 
-const browser = await chromium.launch({ executablePath: process.env.CHROMIUM || "/usr/bin/chromium", args: ARGS });
+const browser = await launch();
 const errors = [];
 let page;
 try {
   page = await browser.newPage();
   page.on("pageerror", (error) => errors.push(String(error)));
+  const tonesPosted = [];
+  page.on("request", (request) => {
+    if (request.method() === "POST" && request.url().endsWith("/tones")) tonesPosted.push(request.postDataJSON());
+  });
   await page.goto(url);
   await page.locator("body[data-ready=true]").waitFor(WAIT);
+  // What changes in the transcript, a live region: a screen reader announces each item added to it (again when
+  // one is replaced), so a line that changes must change in place.
+  await page.evaluate(() => {
+    const list = document.getElementById("transcript");
+    const seen = { added: {}, replacedInside: 0, changedText: 0, relevant: list.getAttribute("aria-relevant") };
+    window.transcriptChanges = seen;
+    new MutationObserver((records) => {
+      for (const record of records) {
+        if (record.type === "characterData") seen.changedText += 1;
+        else if (record.target === list) {
+          for (const node of record.addedNodes) seen.added[node.dataset.index] = (seen.added[node.dataset.index] || 0) + 1;
+        } else seen.replacedInside += record.addedNodes.length + record.removedNodes.length;
+      }
+    }).observe(list, { childList: true, subtree: true, characterData: true });
+  });
   const from = await page.getByLabel("From").inputValue();
   const to = await page.getByLabel("To").inputValue();
   const keypad = page.getByRole("group", { name: "Keypad" });
@@ -65,7 +75,10 @@ try {
   const voicemail = await promptPlaying(page, "support-voicemail");
   await page.getByRole("button", { name: "Talk for 3 seconds" }).click();
   await line("caller speaks for 3 s");        // the beep: the recording takes what the caller says from here
-  await page.keyboard.press("#");              // the keyboard's # is the keypad's: the voicemail's stop tone
+  await page.keyboard.down("#");               // the keyboard's # is the keypad's: the voicemail's stop tone,
+  await page.keyboard.down("#");               // held down: the browser repeats the key (event.repeat)
+  await page.keyboard.down("#");
+  await page.keyboard.up("#");
   await line("a stop tone: the recording ends");
   await line("bot hangs up");
   await page.locator("body[data-stream=ended]").waitFor(WAIT);
@@ -78,8 +91,9 @@ try {
       played: item.dataset.played === "true", uri: item.dataset.uri })));
   if (screenshot) await page.screenshot({ path: screenshot, fullPage: true });
   check(errors.length === 0, `the page threw: ${errors.join("; ")}`);
+  const transcriptChanges = await page.evaluate(() => window.transcriptChanges);
   console.log(JSON.stringify({ callId: await page.evaluate(() => document.body.dataset.callId), from, to,
-    welcome, menu, voicemail, connected, ended, keysEnabled, lines, prompts }));
+    welcome, menu, voicemail, connected, ended, keysEnabled, lines, prompts, tonesPosted, transcriptChanges }));
 } catch (error) {
   const shown = page ? await page.locator("#transcript li").allTextContents().catch(() => []) : [];
   console.error(`${error.message}\npage errors: ${errors.join("; ") || "none"}\ntranscript shown:\n${shown.join("\n")}`);

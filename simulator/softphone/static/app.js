@@ -10,10 +10,14 @@ const STATES = {
   transferAccepted: "Transferred", redirecting: "Redirecting…", terminating: "Hanging up…",
 };
 const TALK_SECONDS = 3;
+// The event stream may fail this many times in a row (EventSource reconnects by itself) before the page gives up.
+const STREAM_TRIES = 3;
 
 const $ = (id) => document.getElementById(id);
 let keypad = "";
-let call = null; // the call on the line: {id, events, started (the last prompt index played)}
+// The call on the line: {id, events, started (the last prompt index played), failures (of its stream in a row),
+// over (its stream ended or the page gave up on it)}.
+let call = null;
 
 async function api(method, path, body) {
   const options = { method, headers: {} };
@@ -33,20 +37,29 @@ function showError(error) {
 
 function cell(text, className) {
   const span = document.createElement("span");
-  span.textContent = text;
+  span.append(document.createTextNode(text)); // always one text node: a changed line changes only its data
   if (className) span.className = className;
   return span;
+}
+
+function insert(list, item, index) {
+  item.dataset.index = String(index);
+  const later = [...list.children].find((other) => Number(other.dataset.index) > index);
+  list.insertBefore(item, later || null);
 }
 
 function upsert(list, index) {
   let item = list.querySelector(`li[data-index="${index}"]`);
   if (!item) {
     item = document.createElement("li");
-    item.dataset.index = String(index);
-    const later = [...list.children].find((other) => Number(other.dataset.index) > index);
-    list.insertBefore(item, later || null);
+    insert(list, item, index);
   }
   return item;
+}
+
+function stopAudio() {
+  const audio = $("prompt-audio");
+  if (!audio.paused) audio.pause();
 }
 
 function buildKeypad(keys) {
@@ -88,8 +101,9 @@ async function dial(event) {
     if (call && call.events) call.events.close();
     $("transcript").replaceChildren();
     $("prompts").replaceChildren();
-    call = { id: created.id, events: null, started: -1 };
+    call = { id: created.id, events: null, started: -1, failures: 0, over: false };
     document.body.dataset.callId = created.id;
+    delete document.body.dataset.stream;
     setLive(true);
     $("status").textContent = "Calling…";
     listen(call);
@@ -108,10 +122,57 @@ function listen(current) {
   on("line", (line) => showLine(line));
   on("prompt", (prompt) => showPrompt(current, prompt));
   on("end", (state) => {
+    current.over = true;
     events.close();
-    showState(state);
+    if (state.ended) {
+      showState(state);
+    } else { // the server is stopping: the call goes with it
+      lose("The simulator stopped: this call is gone with it. Start serve again to call.", "stopped");
+    }
+    setLive(false);
     document.body.dataset.stream = "ended";
   });
+  events.addEventListener("open", () => {
+    if (call === current) current.failures = 0;
+  });
+  events.addEventListener("error", () => {
+    if (call !== current || current.over) return;
+    current.failures += 1;
+    if (events.readyState !== EventSource.CLOSED && current.failures < STREAM_TRIES) {
+      $("status").textContent = "Lost the simulator for a moment: reconnecting…";
+      return;
+    }
+    current.over = true;
+    events.close(); // a refused stream (404: no such call) or a server that keeps not answering
+    streamLost(current);
+  });
+}
+
+function lose(text, state) {
+  const status = $("status");
+  status.dataset.state = state;
+  status.textContent = text;
+  setLive(false);
+  stopAudio();
+}
+
+async function streamLost(current) {
+  // Why: the simulator does not know the call, or does not answer at all, or the call ended meanwhile.
+  let text = null;
+  let ended = null;
+  try {
+    const response = await fetch(`/softphone/calls/${encodeURIComponent(current.id)}`);
+    const data = await response.json().catch(() => ({}));
+    if (response.ok && data.ended) ended = data;
+    else if (response.status === 404) text = `The simulator does not know call ${current.id} (was it restarted?). Call again.`;
+    else text = `Lost this call's events (${data.error || `HTTP ${response.status}`}). Reload the page.`;
+  } catch (error) {
+    text = "Lost the simulator: it does not answer. Is serve still running?";
+  }
+  if (call !== current) return;
+  if (ended) showState(ended);
+  else lose(text, "lost");
+  document.body.dataset.stream = "lost";
 }
 
 function showState(state) {
@@ -124,15 +185,26 @@ function showState(state) {
   const result = state.result;
   status.textContent = "Call ended" + (result ? `: ${result.code}/${result.subcode} ${result.message}` : "");
   setLive(false);
-  const audio = $("prompt-audio");
-  if (!audio.paused) audio.pause();
+  stopAudio();
 }
 
 function showLine(line) {
-  const item = upsert($("transcript"), line.index);
-  item.dataset.direction = line.direction;
-  item.replaceChildren(cell(`${line.at.toFixed(3)}s`, "at"), cell(WHO[line.direction] || line.direction, "who"),
-    cell(line.summary, "what"));
+  // The transcript is a live region that announces additions only: a new line is a new item, and a line that
+  // changed (a notification's gains the bot's answer) changes its text in place, not announced again.
+  const list = $("transcript");
+  const texts = [`${line.at.toFixed(3)}s`, WHO[line.direction] || line.direction, line.summary];
+  const item = list.querySelector(`li[data-index="${line.index}"]`);
+  if (item) {
+    item.dataset.direction = line.direction;
+    item.querySelectorAll(":scope > span").forEach((span, i) => {
+      if (span.firstChild.data !== texts[i]) span.firstChild.data = texts[i];
+    });
+    return;
+  }
+  const fresh = document.createElement("li");
+  fresh.dataset.direction = line.direction;
+  fresh.append(cell(texts[0], "at"), cell(texts[1], "who"), cell(texts[2], "what"));
+  insert(list, fresh, line.index);
 }
 
 function showPrompt(current, prompt) {
@@ -152,6 +224,7 @@ function showPrompt(current, prompt) {
     audio.dataset.state = "loading";
     $("now-playing").textContent = prompt.name;
     audio.play().catch((error) => {
+      if (error.name === "AbortError") return; // a new prompt's src, or pause(): what a barge-in does
       audio.dataset.state = "blocked";
       showError(`The browser did not play ${prompt.name}: ${error.message}`);
     });
@@ -197,7 +270,7 @@ function onKey(event) {
   if (event.target instanceof HTMLInputElement || event.ctrlKey || event.metaKey || event.altKey) return;
   if (event.key.length === 1 && keypad.includes(event.key) && !$("hangup").disabled) {
     event.preventDefault();
-    press(event.key);
+    if (!event.repeat) press(event.key); // a key held down is one press, as on a phone
   }
 }
 
