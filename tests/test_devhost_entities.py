@@ -24,6 +24,7 @@ import pytest
 from devhost import DevHost, MemoryStore, SqliteStore
 from devhost.durable import actions, entities
 from simulator.clock import VirtualClock
+from tests.durable_waits import finished
 
 app = df.DFApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 #: Every operation the entity ran: (batch context object, operation name). The contexts are kept alive, so
@@ -210,14 +211,6 @@ def client(host: DevHost) -> df.DurableOrchestrationClient:
     return df.DurableOrchestrationClient(host.client_binding())
 
 
-TERMINAL = ("Completed", "Failed", "Terminated")
-
-
-async def finished(clock: VirtualClock, host: DevHost, instance_id: str, within: float = 60.0) -> dict[str, Any]:
-    await clock.run_until(lambda: (host.status(instance_id) or {}).get("runtimeStatus") in TERMINAL, within=within)
-    status = host.status(instance_id)
-    assert status is not None
-    return status
 
 
 def state_of(host: DevHost, key: str) -> Any:

@@ -21,6 +21,7 @@ import pytest
 
 from devhost import DevHost
 from simulator.clock import DEFAULT_EPOCH, VirtualClock
+from tests.durable_waits import finished
 
 app = df.DFApp(http_auth_level=func.AuthLevel.ANONYMOUS)
 calls: dict[str, int] = {}
@@ -213,14 +214,6 @@ def client(host: DevHost) -> df.DurableOrchestrationClient:
     return df.DurableOrchestrationClient(host.client_binding())
 
 
-TERMINAL = ("Completed", "Failed", "Terminated")
-
-
-async def finished(clock: VirtualClock, host: DevHost, instance_id: str, within: float = 60.0) -> dict[str, Any]:
-    await clock.run_until(lambda: (host.status(instance_id) or {}).get("runtimeStatus") in TERMINAL, within=within)
-    status = host.status(instance_id)
-    assert status is not None
-    return status
 
 
 def kinds(host: DevHost, instance_id: str) -> list[str]:
